@@ -1,0 +1,54 @@
+"""Action plugin for mailops.iis_smtp.virtual_server.
+
+Glue only: validate the task arguments, then hand the engine a call function
+bound to this host's connection. Everything else happens in
+plugins/plugin_utils/_engine.py.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _args, _engine, _transport
+
+
+def validation_failure(errors: list[str], reason: str = "invalid_argument") -> dict[str, Any]:
+    return {"failed": True, "changed": False, "reason": reason,
+            "msg": "Invalid arguments: " + "; ".join(errors)}
+
+
+class ActionModule(ActionBase):
+    _supports_check_mode = True
+    _supports_async = False
+
+    def _enforce_args(self) -> _engine.EnforceArgs | dict[str, Any]:
+        validated = ArgumentSpecValidator(_args.ENFORCE_SPEC).validate(dict(self._task.args))
+        if validated.error_messages:
+            return validation_failure(list(validated.error_messages))
+        params = validated.validated_parameters
+        try:
+            return _engine.EnforceArgs(
+                state=params["state"],
+                instances=_args.selectors(params["instances"]),
+                instance_states=_args.instance_states(params["instance_states"]),
+                service_start_mode=params["service_start_mode"],
+                timeout=_args.timeout(params["timeout"]),
+                fail_on_drift=params["fail_on_drift"],
+            )
+        except _args.ArgumentError as exc:
+            reason = "invalid_instances" if str(exc).startswith("instance") else "invalid_argument"
+            return validation_failure([str(exc)], reason)
+
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        result = super().run(tmp, task_vars)
+        args = self._enforce_args()
+        if isinstance(args, dict):
+            result.update(args)
+            return result
+        channel = _transport.Channel(self._connection)
+        result.update(_engine.enforce(channel, time.monotonic, args, check_mode=bool(self._task.check_mode)))
+        return result

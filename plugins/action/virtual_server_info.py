@@ -1,0 +1,34 @@
+"""Action plugin for mailops.iis_smtp.virtual_server_info.
+
+Glue only: validate `instances`, observe once through the transport and let
+the engine shape the result. Read-only, so check mode changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _args, _engine, _transport
+
+
+class ActionModule(ActionBase):
+    _supports_check_mode = True
+    _supports_async = False
+
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        result = super().run(tmp, task_vars)
+        validated = ArgumentSpecValidator(_args.INFO_SPEC).validate(dict(self._task.args))
+        if validated.error_messages:
+            result.update(failed=True, changed=False, reason="invalid_argument",
+                          msg="Invalid arguments: " + "; ".join(validated.error_messages))
+            return result
+        try:
+            selectors = _args.selectors(validated.validated_parameters["instances"])
+        except _args.ArgumentError as exc:
+            result.update(failed=True, changed=False, reason="invalid_instances", msg="Invalid arguments: %s" % exc)
+            return result
+        result.update(_engine.info(_transport.Channel(self._connection), selectors))
+        return result

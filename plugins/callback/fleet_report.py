@@ -1,0 +1,137 @@
+"""Fleet report callback: JSON, JUnit XML and HTML for the whole run.
+
+A callback rather than a last play, because ansible-playbook skips later plays
+when ``max_fail_percentage`` is breached or a whole serial batch fails, which
+is exactly when the report matters. The decisions and rendering live in
+``plugin_utils/_report.py``; this file only gathers events.
+"""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: fleet_report
+type: aggregate
+short_description: Writes the IIS SMTP fleet report (JSON, JUnit XML, HTML)
+description:
+  - Collects every result of C(mailops.iis_smtp.virtual_server) and C(mailops.iis_smtp.virtual_server_info),
+    and every failure or unreachable host, for every host the plays target.
+  - At the end of the run writes C(report.json), C(report.junit.xml) and C(report.html) to the report
+    directory and prints a short summary table.
+  - Every targeted host appears exactly once with a status, including hosts that never ran because the
+    play stopped early (reported as C(failed) with a reason starting with C(not run)).
+  - Host variables and connection settings are never written to the report.
+requirements:
+  - enable in C(ansible.cfg) (C(callbacks_enabled = mailops.iis_smtp.fleet_report)) or with
+    C(ANSIBLE_CALLBACKS_ENABLED=mailops.iis_smtp.fleet_report)
+options:
+  dir:
+    description: Directory the report files are written to; created if missing.
+    default: ./iis_smtp_report
+    type: path
+    env:
+      - name: IIS_SMTP_REPORT_DIR
+    ini:
+      - section: iis_smtp_report
+        key: dir
+"""
+
+import os
+import time
+from typing import Any
+
+from ansible.plugins.callback import CallbackBase
+
+from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _report
+
+NOT_RUN_REASON = "the play ended before this host ran (max_fail_percentage reached or a serial batch failed)"
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "mailops.iis_smtp.fleet_report"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._targeted: dict[str, str] = {}
+        self._events: list[_report.Event] = []
+        self._playbook = ""
+        self._started = time.time()
+        self._play_check_mode = False
+
+    def v2_playbook_on_start(self, playbook: Any) -> None:
+        self._playbook = os.path.basename(getattr(playbook, "_file_name", "") or "")
+
+    def v2_playbook_on_play_start(self, play: Any) -> None:
+        # Called once per serial batch with the inventory restricted to it, so
+        # resolve the play's hosts ignoring that restriction (but not --limit).
+        name = play.get_name()
+        variable_manager = play.get_variable_manager()
+        inventory = getattr(variable_manager, "_inventory", None)
+        if inventory is not None:
+            for host in inventory.get_hosts(play.hosts, ignore_restrictions=True):
+                self._targeted.setdefault(host.name, name)
+        check = play.check_mode
+        self._play_check_mode = bool(check) if isinstance(check, bool) else bool(self._cli_check())
+
+    @staticmethod
+    def _cli_check() -> bool:
+        from ansible import context
+
+        return bool(context.CLIARGS.get("check", False))
+
+    def _record(self, result: Any, status: str) -> None:
+        task = result._task
+        action = getattr(task, "resolved_action", None) or task.action
+        raw = result._result if isinstance(result._result, dict) else {}
+        ours = action in _report.VS_ACTIONS | _report.INFO_ACTIONS
+        if not ours and status not in ("failed", "unreachable"):
+            return
+        # The worker sends the task's fields after templating; the task object
+        # itself may still hold a template or inherit from the play.
+        fields = getattr(result, "task_fields", None) or getattr(result, "_task_fields", None) or {}
+        check = fields.get("check_mode")
+        if not isinstance(check, bool):
+            check = task.check_mode if isinstance(task.check_mode, bool) else self._play_check_mode
+        self._events.append(_report.Event(
+            host=result._host.get_name(),
+            task=task.get_name(),
+            action=action,
+            status=status,
+            check_mode=check,
+            result=_report.sanitize_result(raw) if ours else {"msg": str(raw.get("msg", ""))},
+        ))
+
+    def v2_runner_on_ok(self, result: Any) -> None:
+        self._record(result, "changed" if result._result.get("changed") else "ok")
+
+    def v2_runner_on_failed(self, result: Any, ignore_errors: bool = False) -> None:
+        self._record(result, "failed")
+
+    def v2_runner_on_unreachable(self, result: Any) -> None:
+        self._record(result, "unreachable")
+
+    def v2_runner_on_skipped(self, result: Any) -> None:
+        self._record(result, "skipped")
+
+    def v2_playbook_on_stats(self, stats: Any) -> None:
+        report = _report.build_report(
+            self._targeted, self._events, playbook=self._playbook, not_run_reason=NOT_RUN_REASON,
+            started=self._started, finished=time.time(),
+        )
+        out = os.path.abspath(self.get_option("dir"))
+        os.makedirs(out, exist_ok=True)
+        files = {
+            "report.json": _report.render_json(report),
+            "report.junit.xml": _report.render_junit(report),
+            "report.html": _report.render_html(report),
+        }
+        for name, text in files.items():
+            tmp = os.path.join(out, f".{name}.tmp")
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(tmp, os.path.join(out, name))
+        self._display.banner("IIS SMTP FLEET REPORT")
+        self._display.display(_report.render_console(report))
+        self._display.display(f"Reports: {out}/report.json, report.junit.xml, report.html")

@@ -1,0 +1,183 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Documentation of the mailops.iis_smtp.virtual_server action plugin (no module code runs)."""
+
+DOCUMENTATION = r"""
+---
+module: virtual_server
+short_description: Keep IIS SMTP virtual servers started, stopped or paused
+description:
+  - Brings the SMTP virtual servers of a Windows host (service C(SMTPSVC), metabase
+    C(IIS://localhost/SMTPSVC/N)) to the desired C(ServerState), and optionally sets the
+    start mode of the C(SMTPSVC) service.
+  - The decisions are taken on the controller. The host receives one small PowerShell
+    command per round trip through the existing connection; a compliant host costs one
+    command that only reads.
+  - Starts C(SMTPSVC) first when an instance must run and the service is stopped (this also
+    brings back every instance whose C(ServerAutoStart) is set), continues a paused service,
+    and waits out transitional states (C(starting), C(stopping), C(pausing), C(continuing))
+    until O(timeout).
+  - Each instance command tries the ADSI method (C(Start), C(Stop), C(Pause), C(Continue)) first
+    and falls back to writing C(ServerCommand).
+  - A name in O(instances) or O(instance_states) that matches no instance or several
+    instances fails the task before anything is changed.
+version_added: 1.0.0
+author:
+  - mailops
+options:
+  instances:
+    description:
+      - The virtual servers to manage, by numeric id (V(1)) or by name.
+      - "A name is the C(ServerComment) or the display name V([SMTP Virtual Server #N]) shown
+        by the IIS 6 console when the comment is empty."
+      - Omit to manage every virtual server of the host.
+    type: list
+    elements: raw
+  state:
+    description:
+      - Desired state of the targeted virtual servers.
+    type: str
+    choices: [started, stopped, paused]
+    default: started
+  instance_states:
+    description:
+      - Per-instance desired states, keyed by id or name; they override O(state) for those
+        instances, which are targeted in addition to O(instances).
+    type: dict
+  service_start_mode:
+    description:
+      - Start mode of the C(SMTPSVC) service. V(delayed) is Automatic (Delayed Start).
+      - Omit to leave the start mode as it is.
+    type: str
+    choices: [auto, delayed, manual, disabled]
+  timeout:
+    description:
+      - Seconds to wait, in total, for the service and the virtual servers to reach the
+        desired state. From 1 to 3600.
+    type: int
+    default: 60
+  fail_on_drift:
+    description:
+      - In check mode, fail the task with RV(reason=drift) when a change would be made; the
+        full predicted result is still returned. Use it as a compliance gate in CI.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+    description: Only observes; RV(changed) and the diff are the exact prediction.
+  diff_mode:
+    support: full
+    description: Shows the service and instance states before and after.
+  platform:
+    platforms: windows
+notes:
+  - Works over any connection whose shell is PowerShell (winrm, psrp, ssh with
+    C(ansible_shell_type=powershell)); needs a local administrator.
+  - The SMTP Server feature was removed from Windows Server 2025; such hosts fail with
+    RV(reason=smtp_removed_from_os).
+seealso:
+  - module: mailops.iis_smtp.virtual_server_info
+"""
+
+EXAMPLES = r"""
+- name: Keep every SMTP virtual server running and the service automatic
+  mailops.iis_smtp.virtual_server:
+    state: started
+    service_start_mode: auto
+
+- name: Start the application relay, keep the old test instance stopped
+  mailops.iis_smtp.virtual_server:
+    instances:
+      - App relay
+    instance_states:
+      3: stopped
+    timeout: 120
+
+- name: Pause the default virtual server for maintenance
+  mailops.iis_smtp.virtual_server:
+    instances:
+      - "[SMTP Virtual Server #1]"
+    state: paused
+
+- name: Fail the pipeline if any relay has drifted (changes nothing)
+  mailops.iis_smtp.virtual_server:
+    state: started
+    fail_on_drift: true
+  check_mode: true
+"""
+
+RETURN = r"""
+state:
+  description: The desired state asked for by O(state).
+  returned: always
+  type: str
+  sample: started
+service:
+  description: The C(SMTPSVC) service before and after (predicted in check mode).
+  returned: when the host could be observed
+  type: dict
+  sample:
+    name: SMTPSVC
+    before: {state: stopped, start_mode: manual}
+    after: {state: running, start_mode: auto}
+    changed: true
+virtual_servers:
+  description: Every targeted virtual server, with the commands sent (predicted in check mode).
+  returned: when the host could be observed
+  type: list
+  elements: dict
+  sample:
+    - id: 2
+      name: App relay
+      desired: started
+      before: {state: paused, state_code: 6}
+      after: {state: started, state_code: 2}
+      changed: true
+      actions: [continue]
+operations:
+  description:
+    - What was sent to the host, in order, and whether it succeeded. Empty in check mode.
+    - Service steps have RV(operations[].service); instance steps RV(operations[].id) and RV(operations[].command).
+  returned: when the host could be observed
+  type: list
+  elements: dict
+  sample:
+    - {op: instance, id: 2, command: continue, ok: true}
+compliant:
+  description: Whether, afterwards (predicted in check mode), every targeted instance is in its
+    desired state, the service runs where needed and the start mode is as asked.
+  returned: when the host could be observed
+  type: bool
+  sample: true
+findings:
+  description: Compliance findings of the state afterwards; same shape as in
+    M(mailops.iis_smtp.virtual_server_info).
+  returned: when the host could be observed
+  type: list
+  elements: dict
+  sample: []
+diff:
+  description: Service state and start mode and the state of every targeted instance, before and after.
+  returned: when the host could be observed
+  type: dict
+  sample:
+    before: {service: {state: running, start_mode: auto}, virtual_servers: {"2 App relay": paused}}
+    after: {service: {state: running, start_mode: auto}, virtual_servers: {"2 App relay": started}}
+reason:
+  description:
+    - Why the task failed, as a code a playbook can test.
+    - One of V(instance_start_failed), V(instance_command_failed), V(service_start_failed), V(timeout),
+      V(service_disabled), V(smtp_feature_missing), V(smtp_removed_from_os), V(metabase_unavailable),
+      V(access_denied), V(not_windows), V(connection_failed), V(auth_failed), V(winrm_fault),
+      V(agent_output_invalid), V(agent_exit_nonzero), V(protocol_mismatch), V(request_too_large),
+      V(invalid_argument), V(invalid_instances), V(drift).
+  returned: on failure
+  type: str
+  sample: instance_start_failed
+msg:
+  description: What failed, naming the instance, its last observed state and the Windows error.
+  returned: on failure
+  type: str
+  sample: "SMTP virtual server 3 (Broken) did not reach started within 60 s: last state stopped;
+    Windows error 0x80070034 (binding conflict)"
+"""

@@ -1,0 +1,201 @@
+"""Decide what to send to a host to bring it to the desired state.
+
+Internal to mailops.iis_smtp. Pure: (observed Host, Desired) -> Plan. The
+engine calls it again after every apply, so a plan only holds the steps that
+are safe to send *now* (what follows a service start or a transition is
+decided on the next observation) together with the whole predicted path and
+after-state, which is what check mode reports.
+
+Windows behaviour encoded here (see WINDOWS_FACTS.md): an instance can only
+be controlled while SMTPSVC runs; starting the service brings back every
+instance whose ServerAutoStart is set; a paused service is continued rather
+than restarted; transitional states are waited out, never interrupted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ._model import SERVICE_TRANSITIONAL, SETTLES_TO, TRANSITIONAL_STATES, UNKNOWN, Host, Instance
+
+VIA = ("method", "server_command")
+DESIRED_STATES = ("started", "stopped", "paused")
+START_MODES = ("auto", "delayed", "manual", "disabled")
+# The protocol speaks sc.exe's words.
+SC_START_MODES = {"auto": "auto", "delayed": "delayed-auto", "manual": "demand", "disabled": "disabled"}
+
+_PATHS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("started", "stopped"): ("stop",),
+    ("started", "paused"): ("pause",),
+    ("stopped", "started"): ("start",),
+    ("stopped", "paused"): ("start", "pause"),
+    ("paused", "started"): ("continue",),
+    ("paused", "stopped"): ("stop",),
+}
+# With no readable state the only safe move is the command named after the goal.
+_BLIND_COMMAND = {"started": "start", "stopped": "stop", "paused": "pause"}
+
+
+@dataclass(frozen=True)
+class Desired:
+    targets: tuple[tuple[int, str], ...]
+    start_mode: str | None = None
+
+    def state_of(self, instance_id: int) -> str | None:
+        for target_id, state in self.targets:
+            if target_id == instance_id:
+                return state
+        return None
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[dict[str, Any], ...]
+    waiting: bool
+    predicted: Host
+    instance_actions: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    service_actions: tuple[str, ...] = ()
+    blocked: str | None = None
+    blocked_msg: str | None = None
+
+    @property
+    def converged(self) -> bool:
+        return not self.steps and not self.waiting and self.blocked is None
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.service_actions) or any(self.instance_actions.values())
+
+
+def path(state: str, want: str) -> tuple[str, ...]:
+    """Instance commands that lead from a state to the desired one."""
+    if state == want:
+        return ()
+    if state in TRANSITIONAL_STATES:
+        return path(SETTLES_TO[state], want)
+    if state == UNKNOWN:
+        return (_BLIND_COMMAND[want],)
+    return _PATHS[(state, want)]
+
+
+def instance_step(instance_id: int, command: str) -> dict[str, Any]:
+    return {"op": "instance", "id": instance_id, "command": command, "via": list(VIA)}
+
+
+def _service_step(op: str, **extra: str) -> dict[str, Any]:
+    return {"op": op, "service": "SMTPSVC", **extra}
+
+
+def _after_service_start(inst: Instance) -> Instance:
+    return inst.with_state("started" if inst.auto_start else "stopped")
+
+
+def _after_service_continue(inst: Instance) -> Instance:
+    # A paused service reports every running instance as paused; continuing
+    # it brings them back. One paused on its own cannot be told apart and is
+    # found on the next observation.
+    return inst.with_state("started") if inst.state == "paused" else inst
+
+
+def _needs_commands(host: Host, desired: Desired, skip: frozenset[int]) -> bool:
+    """Whether some targeted instance must receive a command, which requires a running service."""
+    for inst in host.instances:
+        want = desired.state_of(inst.id)
+        if want is None or inst.id in skip:
+            continue
+        if host.smtp.state == "stopped" and want == "stopped":
+            continue
+        if inst.state != want:
+            return True
+        if want == "started" and host.smtp.state != "running":
+            return True
+    return False
+
+
+def plan(host: Host, desired: Desired, skip: frozenset[int] = frozenset()) -> Plan:
+    """Steps to send now, whether a transition must settle first, and the predicted end state.
+
+    `skip` holds instances the engine has given up on (their command failed);
+    they keep their observed state in the prediction.
+    """
+    smtp = host.smtp
+    want_mode = desired.start_mode
+    mode_change = want_mode is not None and want_mode != smtp.start_mode
+    needs_running = _needs_commands(host, desired, skip)
+    service_ops: list[str] = []
+    service_now: list[dict[str, Any]] = []
+    instances = {inst.id: inst for inst in host.instances}
+    service_state = smtp.state
+    waiting = False
+
+    if needs_running and smtp.state in SERVICE_TRANSITIONAL:
+        waiting = True
+        service_state = "running"
+        if smtp.state == "stopping":
+            service_ops.append("start_service")
+            instances = {i: _after_service_start(inst) for i, inst in instances.items()}
+        elif smtp.state == "pausing":
+            service_ops.append("continue_service")
+    elif needs_running and smtp.state in ("stopped", "paused"):
+        effective_mode = want_mode if want_mode is not None else smtp.start_mode
+        if smtp.state == "stopped" and effective_mode == "disabled":
+            return Plan(
+                steps=(), waiting=False, predicted=host, blocked="service_disabled",
+                blocked_msg="The SMTPSVC service is disabled, so the SMTP virtual servers cannot be "
+                            "started; set service_start_mode to auto, delayed or manual.",
+            )
+        op = "start_service" if smtp.state == "stopped" else "continue_service"
+        service_ops.append(op)
+        service_now.append(_service_step(op))
+        service_state = "running"
+        if op == "start_service":
+            instances = {i: _after_service_start(inst) for i, inst in instances.items()}
+        else:
+            instances = {i: _after_service_continue(inst) for i, inst in instances.items()}
+
+    # Instance commands wait for the service step (or transition) to be
+    # observed done: instances come back on their own and must be looked at again.
+    service_waiting = waiting
+    instance_actions: dict[int, tuple[str, ...]] = {}
+    instance_now: list[dict[str, Any]] = []
+    predicted_instances: list[Instance] = []
+    for inst_id in sorted(instances):
+        inst = instances[inst_id]
+        observed = host.instance(inst_id)
+        want = desired.state_of(inst_id)
+        if want is None or inst_id in skip:
+            predicted_instances.append(inst)
+            continue
+        if service_state == "stopped" and want == "stopped":
+            predicted_instances.append(inst.with_state("stopped"))
+            instance_actions[inst_id] = ()
+            continue
+        commands = path(inst.state, want)
+        instance_actions[inst_id] = commands
+        predicted_instances.append(inst.with_state(want))
+        if observed is not None and observed.state in TRANSITIONAL_STATES:
+            waiting = True
+        elif commands and not service_now and not service_waiting:
+            instance_now.append(instance_step(inst_id, commands[0]))
+
+    mode_ops: list[dict[str, Any]] = []
+    if mode_change:
+        assert want_mode is not None
+        mode_ops.append(_service_step("set_start_mode", start_mode=SC_START_MODES[want_mode]))
+    # A disabled service refuses to start, so disabling comes after everything
+    # that may need it running, and enabling comes before.
+    if want_mode == "disabled":
+        steps = service_now + instance_now + mode_ops
+        ops = service_ops + (["set_start_mode"] if mode_change else [])
+    else:
+        steps = mode_ops + service_now + instance_now
+        ops = (["set_start_mode"] if mode_change else []) + service_ops
+
+    predicted = replace(
+        host,
+        smtp=replace(smtp, state=service_state, start_mode=want_mode if want_mode is not None else smtp.start_mode),
+        instances=tuple(predicted_instances),
+    )
+    return Plan(steps=tuple(steps), waiting=waiting, predicted=predicted,
+                instance_actions=instance_actions, service_actions=tuple(ops))

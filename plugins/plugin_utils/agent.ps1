@@ -1,0 +1,309 @@
+param([Parameter(Mandatory = $true)][string]$RequestB64)
+Set-StrictMode -Version 2
+$ErrorActionPreference = 'Stop'
+
+# The mailops.iis_smtp agent: observes a host's SMTP virtual servers and runs
+# the steps the controller decided. The contract is docs/agent-protocol.md.
+# The transport strips every line and drops comment lines, so: no here-strings,
+# no block comments, no line continuations, no comment after code.
+
+# Closed sets of the protocol. A request with anything else is refused before
+# any step runs, so no value from it reaches sc.exe or the metabase unchecked.
+$Actions = @('observe', 'apply')
+$Ops = @('set_start_mode', 'start_service', 'continue_service', 'instance')
+$StartModes = @('auto', 'delayed-auto', 'demand', 'disabled')
+$Commands = @('start', 'stop', 'pause', 'continue')
+$Vias = @('method', 'server_command')
+# Per command: the ADSI method, and the MD_SERVER_COMMAND code (WINDOWS_FACTS:
+# documented for W3SVC and FTP only).
+$Controls = @{ 'start' = @('Start', 1); 'stop' = @('Stop', 2); 'pause' = @('Pause', 4); 'continue' = @('Continue', 8) }
+
+function ConvertTo-AgentError($Exception) {
+    # ADSI failures arrive wrapped (MethodInvocationException around
+    # TargetInvocationException); the HRESULT that means something is on the
+    # COMException inside, e.g. 0x80005000 when the IIS ADSI provider is missing.
+    $e = $Exception
+    while ($null -ne $e -and $e -isnot [Runtime.InteropServices.COMException]) {
+        $e = $e.InnerException
+    }
+    if ($null -eq $e) {
+        $e = $Exception
+    }
+    @{ message = $e.Message; hresult = '0x{0:X8}' -f $e.HResult; type = $e.GetType().FullName }
+}
+
+function Get-Field($Object, $Name) {
+    # StrictMode 2 throws on a missing property, and JSON may omit any key.
+    if ($Object -isnot [Management.Automation.PSCustomObject] -or $null -eq $Object.PSObject.Properties[$Name]) {
+        return $null
+    }
+    # The comma keeps a one-element or empty list a list on its way out.
+    return ,$Object.PSObject.Properties[$Name].Value
+}
+
+function Assert-In($Name, $Value, $Set) {
+    if ($Set -cnotcontains $Value) {
+        throw ($Name + ' must be one of: ' + ($Set -join ', '))
+    }
+}
+
+function Assert-Int($Name, $Value, $Least) {
+    if ($Value -isnot [int] -or $Value -lt $Least) {
+        throw ($Name + ' must be an integer >= ' + $Least)
+    }
+}
+
+function Read-Step($Step) {
+    $op = Get-Field $Step 'op'
+    Assert-In 'op' $op $Ops
+    if ($op -ceq 'instance') {
+        $id = Get-Field $Step 'id'
+        Assert-Int 'id' $id 1
+        $command = Get-Field $Step 'command'
+        Assert-In 'command' $command $Commands
+        $via = Get-Field $Step 'via'
+        if ($via -isnot [Collections.IList] -or $via.Count -eq 0) {
+            throw 'via must be a non-empty list'
+        }
+        foreach ($way in $via) {
+            Assert-In 'via entries' $way $Vias
+        }
+        return @{ op = $op; id = $id; command = $command; via = $via }
+    }
+    if ((Get-Field $Step 'service') -cne 'SMTPSVC') {
+        throw 'service must be SMTPSVC'
+    }
+    $mode = Get-Field $Step 'start_mode'
+    if ($op -ceq 'set_start_mode') {
+        Assert-In 'start_mode' $mode $StartModes
+    }
+    @{ op = $op; id = $null; command = $null; via = @('service'); start_mode = $mode }
+}
+
+function Get-OsInfo {
+    $r = @{ caption = $null; version = $null; build = $null; product_type = $null; error = $null }
+    try {
+        # Get-WmiObject, not Get-CimInstance: it reads the local WMI service
+        # over DCOM without a CIM session, so it does not depend on how the
+        # WinRM listener is configured, and it is in every Windows PowerShell
+        # (2012 R2 may still run its stock 4.0).
+        $os = Get-WmiObject -Class Win32_OperatingSystem
+        $r.caption = [string]$os.Caption
+        $r.version = [string]$os.Version
+        $r.build = [int]$os.BuildNumber
+        $r.product_type = [int]$os.ProductType
+    } catch {
+        $r.error = ConvertTo-AgentError $_.Exception
+    }
+    $r
+}
+
+function Get-ServiceInfo($Name) {
+    $r = @{ installed = $null; state = $null; start_mode = $null; delayed_auto_start = $null; error = $null }
+    try {
+        $service = Get-WmiObject -Class Win32_Service -Filter ("Name='" + $Name + "'")
+        $r.installed = $null -ne $service
+        if ($r.installed) {
+            $r.state = [string]$service.State
+            $r.start_mode = [string]$service.StartMode
+            # Win32_Service reports delayed start as plain Auto; only the registry tells them apart.
+            $key = Get-Item -LiteralPath ('HKLM:\SYSTEM\CurrentControlSet\Services\' + $Name)
+            $r.delayed_auto_start = $key.GetValue('DelayedAutostart', 0) -eq 1
+        }
+    } catch {
+        $r.error = ConvertTo-AgentError $_.Exception
+    }
+    $r
+}
+
+function Get-InstanceInfo($Id, $Entry) {
+    $r = @{ id = $Id; server_comment = $null; server_state = $null; bindings = [Collections.ArrayList]@(); auto_start = $null; error = $null }
+    try {
+        $properties = $Entry.psbase.Properties
+        $state = $properties['ServerState'].Value
+        # ServerState may read empty while SMTPSVC is stopped (WINDOWS_FACTS);
+        # that is reported as null and left to the controller to interpret.
+        if ($null -ne $state) {
+            $r.server_state = [int]$state
+        }
+        $r.server_comment = [string]$properties['ServerComment'].Value
+        foreach ($binding in $properties['ServerBindings']) {
+            $null = $r.bindings.Add([string]$binding)
+        }
+        $auto = $properties['ServerAutoStart'].Value
+        if ($null -ne $auto) {
+            $r.auto_start = [bool]$auto
+        }
+    } catch {
+        $r.error = ConvertTo-AgentError $_.Exception
+    }
+    $r
+}
+
+function Get-Observation {
+    $metabase = @{ ok = $false; error = $null }
+    $found = @{}
+    try {
+        $root = [ADSI]'IIS://localhost/SMTPSVC'
+        # [ADSI] binds lazily; RefreshCache binds now, so a missing provider or
+        # denied access surfaces here with its HRESULT.
+        $root.psbase.RefreshCache()
+        foreach ($child in $root.psbase.Children) {
+            # SchemaClassName is the ADSI Class; siblings such as Info are not virtual servers.
+            if ($child.psbase.SchemaClassName -eq 'IIsSmtpServer' -and $child.psbase.Name -match '^[0-9]+$') {
+                $found[[int]$child.psbase.Name] = $child
+            }
+        }
+        $metabase.ok = $true
+    } catch {
+        $metabase.error = ConvertTo-AgentError $_.Exception
+        $found = @{}
+    }
+    # ArrayList, not @(): Windows PowerShell's ConvertTo-Json can turn arrays
+    # that passed through the pipeline into {"value": ..., "Count": ...}.
+    $instances = [Collections.ArrayList]@()
+    foreach ($id in ($found.Keys | Sort-Object)) {
+        $null = $instances.Add((Get-InstanceInfo $id $found[$id]))
+    }
+    @{
+        os = Get-OsInfo
+        computer_name = $env:COMPUTERNAME
+        ps_version = $PSVersionTable.PSVersion.ToString()
+        is_admin = ([Security.Principal.WindowsPrincipal][Security.Principal.WindowsIdentity]::GetCurrent()).IsInRole([Security.Principal.WindowsBuiltInRole]::Administrator)
+        services = @{ SMTPSVC = Get-ServiceInfo 'SMTPSVC'; IISADMIN = Get-ServiceInfo 'IISADMIN' }
+        metabase = $metabase
+        instances = $instances
+    }
+}
+
+function Test-Stable($Observation) {
+    foreach ($service in $Observation.services.Values) {
+        if ([string]$service.state -like '* Pending') {
+            return $false
+        }
+    }
+    foreach ($instance in $Observation.instances) {
+        if (@(1, 3, 5, 7) -contains $instance.server_state) {
+            return $false
+        }
+    }
+    $true
+}
+
+function Invoke-Way($Step, $Via) {
+    if ($Step.op -ceq 'set_start_mode') {
+        # sc.exe because Set-Service in 5.1 cannot set Automatic (Delayed Start).
+        $output = & sc.exe config SMTPSVC start= $Step.start_mode
+        if ($LASTEXITCODE -ne 0) {
+            throw ('sc.exe config SMTPSVC exited with ' + $LASTEXITCODE + ': ' + ($output -join ' '))
+        }
+    } elseif ($Step.op -ceq 'start_service') {
+        Start-Service -Name SMTPSVC -WarningAction SilentlyContinue
+    } elseif ($Step.op -ceq 'continue_service') {
+        Resume-Service -Name SMTPSVC -WarningAction SilentlyContinue
+    } elseif ($Via -ceq 'method') {
+        # Two ways because neither is documented for SMTP (WINDOWS_FACTS,
+        # "NOT VERIFIED"); the controller says which to try and in what order.
+        $null = ([ADSI]('IIS://localhost/SMTPSVC/' + $Step.id)).psbase.Invoke($Controls[$Step.command][0])
+    } else {
+        $entry = [ADSI]('IIS://localhost/SMTPSVC/' + $Step.id)
+        # Methods reached through the ADSI adapter may emit $null into the
+        # output; any stray output would corrupt the step result.
+        $null = $entry.Put('ServerCommand', $Controls[$Step.command][1])
+        $null = $entry.SetInfo()
+    }
+}
+
+function Invoke-Step($Step) {
+    $r = @{ op = $Step.op; id = $Step.id; command = $Step.command; ok = $false; attempts = [Collections.ArrayList]@(); error = $null }
+    foreach ($via in $Step.via) {
+        try {
+            $null = Invoke-Way $Step $via
+            $r.ok = $true
+            $r.error = $null
+        } catch {
+            $r.error = ConvertTo-AgentError $_.Exception
+        }
+        $null = $r.attempts.Add(@{ via = $via; ok = $r.ok; error = $r.error })
+        if ($r.ok) {
+            break
+        }
+    }
+    $r
+}
+
+function Invoke-Request($Response, $Clock) {
+    $steps = [Collections.ArrayList]@()
+    $limit = 0
+    $refusal = 'bad_request'
+    try {
+        try {
+            $request = ConvertFrom-Json -InputObject ([Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($RequestB64)))
+        } catch {
+            throw ('the request is not base64 of JSON: ' + $_.Exception.Message)
+        }
+        if ($request -isnot [Management.Automation.PSCustomObject]) {
+            throw 'the request is not a JSON object'
+        }
+        $action = Get-Field $request 'action'
+        if ($action -is [string]) {
+            $Response.action = $action
+        }
+        $protocol = Get-Field $request 'protocol'
+        if ($protocol -isnot [int] -or $protocol -ne 1) {
+            $refusal = 'unsupported_protocol'
+            throw ('protocol ' + $protocol + ' is not supported; this agent speaks 1')
+        }
+        if ($Actions -cnotcontains $action) {
+            throw 'action must be observe or apply'
+        }
+        if ($action -ceq 'apply') {
+            $timeout = Get-Field $request 'settle_timeout_s'
+            Assert-Int 'settle_timeout_s' $timeout 0
+            $poll = Get-Field $request 'poll_ms'
+            Assert-Int 'poll_ms' $poll 1
+            $list = Get-Field $request 'steps'
+            if ($list -isnot [Collections.IList]) {
+                throw 'steps must be a list'
+            }
+            for ($i = 0; $i -lt $list.Count; $i++) {
+                try {
+                    $null = $steps.Add((Read-Step $list[$i]))
+                } catch {
+                    throw ('step ' + ($i + 1) + ': ' + $_.Exception.Message)
+                }
+            }
+            $limit = 1000 * $timeout
+        }
+    } catch {
+        $Response.error = @{ message = $_.Exception.Message; hresult = $null; type = $refusal }
+        return
+    }
+    $Response.ok = $true
+    foreach ($step in $steps) {
+        $null = $Response.steps.Add((Invoke-Step $step))
+    }
+    while ($true) {
+        $observation = Get-Observation
+        $Response.settled = Test-Stable $observation
+        if ($Response.settled -or $Clock.ElapsedMilliseconds -ge $limit) {
+            break
+        }
+        Start-Sleep -Milliseconds $poll
+    }
+    $Response.observation = $observation
+}
+
+$clock = [Diagnostics.Stopwatch]::StartNew()
+$response = @{ protocol = 1; agent_version = '1.0.0'; action = $null; ok = $false; error = $null; observation = $null; steps = [Collections.ArrayList]@(); settled = $false; elapsed_ms = 0 }
+try {
+    Invoke-Request $response $clock
+} catch {
+    # Whatever went wrong, the controller still gets a response line to read.
+    $response.ok = $false
+    $response.observation = $null
+    $response.error = ConvertTo-AgentError $_.Exception
+}
+$response.elapsed_ms = $clock.ElapsedMilliseconds
+$json = ConvertTo-Json -InputObject $response -Depth 8 -Compress
+[Console]::Out.WriteLine('MAILOPS-AGENT-1:' + [Convert]::ToBase64String([Text.Encoding]::UTF8.GetBytes($json)))

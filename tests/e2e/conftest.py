@@ -1,0 +1,204 @@
+"""End-to-end harness: the real ``ansible-playbook`` against the simulator.
+
+Every end-to-end test goes the whole way a user's run goes:
+``ansible-playbook`` -> Ansible's ``winrm`` connection (pywinrm) -> HTTP on
+loopback -> the simulated Windows host. Nothing in between is replaced. The
+harness only starts and stops the simulator and reads what came back: the
+task results (through a test-only callback) and the simulator's state dump.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CALLBACK_DIR = Path(__file__).resolve().parent / "callback_plugins"
+BIN_DIR = Path(sys.executable).parent
+START_TIMEOUT_S = 60.0
+
+
+@dataclass
+class PlaybookRun:
+    """What one ``ansible-playbook`` run returned."""
+
+    rc: int
+    stdout: str
+    stderr: str
+    results: list[dict[str, Any]]
+    args: list[str]
+
+    def for_host(self, host: str) -> list[dict[str, Any]]:
+        return [r for r in self.results if r["host"] == host]
+
+    def result(self, host: str, task: str) -> dict[str, Any]:
+        """The recorded result of the task named ``task`` on ``host``."""
+        matches = [r for r in self.results if r["host"] == host and r["task"] == task]
+        if not matches:
+            raise AssertionError(
+                f"no result for task {task!r} on {host!r}; have: "
+                f"{sorted({(r['host'], r['task']) for r in self.results})}\n{self.stdout}\n{self.stderr}"
+            )
+        return matches[-1]
+
+    def status(self, host: str, task: str) -> str:
+        return str(self.result(host, task)["status"])
+
+
+@dataclass
+class SimulatedFleet:
+    """A running simulator process and the inventory it wrote."""
+
+    workdir: Path
+    inventory: Path
+    state_dump: Path
+    request_log: Path
+    process: subprocess.Popen[bytes]
+    _stopped: dict[str, Any] | None = field(default=None)
+
+    def hosts(self) -> dict[str, Any]:
+        data = yaml.safe_load(self.inventory.read_text())
+        found: dict[str, Any] = {}
+        for group in data.values():
+            found.update(group.get("hosts") or {})
+            for child in (group.get("children") or {}).values():
+                found.update((child or {}).get("hosts") or {})
+        return found
+
+    def password(self, host: str) -> str:
+        return str(self.hosts()[host]["ansible_password"])
+
+    def play(
+        self,
+        playbook: str | Path,
+        *,
+        check: bool = False,
+        diff: bool = False,
+        extra_vars: dict[str, Any] | None = None,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 600,
+    ) -> PlaybookRun:
+        """Run ``ansible-playbook`` (a path, or YAML text) against this fleet."""
+        if isinstance(playbook, Path) or (isinstance(playbook, str) and "\n" not in playbook
+                                          and playbook.endswith((".yml", ".yaml"))):
+            playbook_path = str(playbook)
+        else:
+            path = self.workdir / f"play-{uuid.uuid4().hex[:8]}.yml"
+            path.write_text(str(playbook))
+            playbook_path = str(path)
+        record = self.workdir / f"record-{uuid.uuid4().hex[:8]}.json"
+        cmd = [str(BIN_DIR / "ansible-playbook"), "-i", str(self.inventory), playbook_path]
+        if check:
+            cmd.append("--check")
+        if diff:
+            cmd.append("--diff")
+        if extra_vars:
+            cmd += ["-e", json.dumps(extra_vars)]
+        cmd += args or []
+        run_env = ansible_env(self.workdir)
+        run_env["MAILOPS_RECORD_FILE"] = str(record)
+        run_env.update(env or {})
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=run_env, timeout=timeout,
+                              cwd=str(self.workdir))
+        results = json.loads(record.read_text()) if record.exists() else []
+        return PlaybookRun(proc.returncode, proc.stdout, proc.stderr, results, cmd)
+
+    def stop(self) -> dict[str, Any]:
+        """Stop the simulator (SIGTERM) and return its final state dump."""
+        if self._stopped is None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+            self._stopped = json.loads(self.state_dump.read_text()) if self.state_dump.exists() else {}
+        return self._stopped
+
+
+def ansible_env(workdir: Path) -> dict[str, str]:
+    """Environment for a test ``ansible-playbook``: this collection, no user config."""
+    env = dict(os.environ)
+    env.update({
+        "ANSIBLE_COLLECTIONS_PATH": os.environ["ANSIBLE_COLLECTIONS_PATH"],
+        "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACK_DIR),
+        "ANSIBLE_CALLBACKS_ENABLED": ",".join(
+            filter(None, ["record_results", os.environ.get("MAILOPS_EXTRA_CALLBACKS", "")])),
+        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_LOCAL_TEMP": str(workdir / "ansible-tmp"),
+        "ANSIBLE_HOME": str(workdir / "ansible-home"),
+        "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+        "PATH": f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
+    })
+    env.pop("ANSIBLE_CONFIG", None)
+    return env
+
+
+def start_simulator(scenario: dict[str, Any] | Path, workdir: Path) -> SimulatedFleet:
+    """Start ``python -m tests.simulator`` and wait until its inventory exists."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    if isinstance(scenario, Path):
+        scenario_path = scenario
+    else:
+        scenario_path = workdir / "scenario.yml"
+        scenario_path.write_text(yaml.safe_dump(scenario, sort_keys=False))
+    inventory = workdir / "inventory.yml"
+    state_dump = workdir / "state.json"
+    request_log = workdir / "requests.jsonl"
+    log = open(workdir / "simulator.log", "wb")  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.simulator", "--scenario", str(scenario_path),
+         "--inventory", str(inventory), "--state-dump", str(state_dump),
+         "--request-log", str(request_log)],
+        cwd=str(REPO_ROOT), stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not inventory.exists():
+        if process.poll() is not None:
+            raise RuntimeError(f"simulator exited with {process.returncode}:\n"
+                               f"{(workdir / 'simulator.log').read_text()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("simulator did not write its inventory in time")
+        time.sleep(0.05)
+    return SimulatedFleet(workdir, inventory, state_dump, request_log, process)
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[Callable[..., SimulatedFleet]]:
+    """Factory: ``fleet = sim(scenario)`` starts a simulator for this test."""
+    started: list[SimulatedFleet] = []
+
+    def factory(scenario: dict[str, Any] | Path, name: str = "fleet") -> SimulatedFleet:
+        fleet = start_simulator(scenario, tmp_path / f"{name}-{len(started)}")
+        started.append(fleet)
+        return fleet
+
+    yield factory
+    for fleet in started:
+        fleet.stop()
+
+
+def operations(state: dict[str, Any], host: str) -> list[dict[str, Any]]:
+    """The control operations the simulator logged for ``host``."""
+    return list(state["hosts"][host]["operations"])
+
+
+def operations_since(state: dict[str, Any], host: str, since: float) -> list[dict[str, Any]]:
+    return [op for op in operations(state, host) if float(op["time"]) >= since]

@@ -1,0 +1,185 @@
+"""The HTML fleet report, opened in a real headless chromium.
+
+The report comes from a real run (ansible-playbook -> winrm -> simulator, with
+the ``fleet_report`` callback enabled); the browser must render it, and the
+numbers the rendered page shows must be the numbers of ``report.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+import tempfile
+import zlib
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import REPO_ROOT, SimulatedFleet, start_simulator
+
+SCENARIO: dict[str, Any] = {
+    "defaults": {"os": "Windows Server 2019", "transition_s": 0.05},
+    "hosts": {
+        "good01": {"instances": [{"id": 1, "state": "started"}]},
+        "stopped01": {"instances": [{"id": 1, "state": "stopped"}, {"id": 2, "comment": "App <relay> & co",
+                                                                      "state": "paused"}]},
+        "broken01": {"instances": [{"id": 1, "state": "stopped", "start_error": "binding conflict"}]},
+        "down01": {"unreachable": True},
+    },
+}
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.fail("chromium is not installed; run tests/e2e/ensure_chromium.sh")
+
+
+def run_chromium(*args: str) -> subprocess.CompletedProcess[str]:
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+        return subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+                              capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    work = tmp_path_factory.mktemp("html-report")
+    fleet: SimulatedFleet = start_simulator(SCENARIO, work / "fleet")
+    try:
+        out = work / "report"
+        run = fleet.play(str(REPO_ROOT / "playbooks" / "remediate.yml"), env={
+            "ANSIBLE_CALLBACKS_ENABLED": "record_results,mailops.iis_smtp.fleet_report",
+            "IIS_SMTP_REPORT_DIR": str(out),
+        }, extra_vars={"iis_smtp_serial": "100%", "iis_smtp_max_fail_percentage": 100})
+        assert (out / "report.html").exists(), run.stdout + run.stderr
+        yield out
+    finally:
+        fleet.stop()
+
+
+class _Dom(HTMLParser):
+    """Collects the elements of the page that carry numbers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cards: dict[str, str] = {}
+        self.bars: dict[str, dict[str, int]] = {}
+        self.rows: dict[str, str] = {}
+        self.totals: dict[str, str] = {}
+        self.tags: list[str] = []
+        self._svg: str | None = None
+        self._capture: tuple[str, str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        self.tags.append(tag)
+        if tag == "svg":
+            self._svg = a.get("id") or ""
+            self.bars[self._svg] = {}
+        elif tag == "rect" and self._svg is not None and a.get("data-key"):
+            self.bars[self._svg][str(a["data-key"])] = int(str(a["data-count"]))
+        elif tag == "span" and a.get("class") == "n":
+            self._capture = ("card", str(a["data-count"]))
+        elif tag == "span" and a.get("id", "").startswith("total-"):  # type: ignore[union-attr]
+            self._capture = ("total", str(a["id"]))
+        elif tag == "tr" and a.get("data-host"):
+            self.rows[str(a["data-host"])] = str(a["data-status"])
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "svg":
+            self._svg = None
+
+    def handle_data(self, data: str) -> None:
+        if self._capture:
+            kind, key = self._capture
+            (self.cards if kind == "card" else self.totals)[key] = data.strip()
+            self._capture = None
+
+
+def png_pixels(path: Path) -> tuple[int, int, bytes]:
+    """Decode an 8-bit RGB/RGBA non-interlaced PNG (what chromium writes) into RGB bytes."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width, height, channels = 8, b"", 0, 0, 3
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, ctype = struct.unpack(">IIBB", body[:10])
+            assert depth == 8 and ctype in (2, 6) and body[12] == 0
+            channels = 3 if ctype == 2 else 4
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    stride = width * channels
+    prev = bytearray(stride)
+    out = bytearray()
+    for y in range(height):
+        ftype = raw[y * (stride + 1)]
+        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            left = line[i - channels] if i >= channels else 0
+            up = prev[i]
+            if ftype == 1:
+                line[i] = (line[i] + left) & 0xFF
+            elif ftype == 2:
+                line[i] = (line[i] + up) & 0xFF
+            elif ftype == 3:
+                line[i] = (line[i] + ((left + up) >> 1)) & 0xFF
+            elif ftype == 4:
+                ul = prev[i - channels] if i >= channels else 0
+                p = left + up - ul
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - ul)
+                pred = left if pa <= pb and pa <= pc else (up if pb <= pc else ul)
+                line[i] = (line[i] + pred) & 0xFF
+        prev = line
+        if channels == 4:
+            out += b"".join(bytes(line[x:x + 3]) for x in range(0, stride, 4))
+        else:
+            out += line
+    return width, height, bytes(out)
+
+
+def test_page_shows_the_numbers_of_the_json(report_dir: Path) -> None:
+    report = json.loads((report_dir / "report.json").read_text())
+    proc = run_chromium("--dump-dom", (report_dir / "report.html").as_uri())
+    assert proc.returncode == 0, proc.stderr
+    dom = _Dom()
+    dom.feed(proc.stdout)
+    summary = report["summary"]
+    assert {k: int(v) for k, v in dom.cards.items()} == summary["hosts_by_status"]
+    assert dom.bars["chart-hosts"] == summary["hosts_by_status"]
+    assert dom.bars["chart-states"] == summary["instances_by_state"]
+    assert dom.totals == {"total-hosts": str(summary["hosts"]), "total-instances": str(summary["instances"])}
+    assert dom.rows == {h["host"]: h["status"] for h in report["hosts"]}
+    assert dom.rows == {"good01": "compliant", "stopped01": "remediated", "broken01": "failed",
+                        "down01": "unreachable"}
+    assert "script" not in dom.tags and "link" not in dom.tags and "img" not in dom.tags
+
+
+def test_page_renders_its_status_colors(report_dir: Path, tmp_path: Path) -> None:
+    shot = tmp_path / "shot.png"
+    proc = run_chromium(f"--screenshot={shot}", "--window-size=900,500", (report_dir / "report.html").as_uri())
+    assert proc.returncode == 0 and shot.exists(), proc.stderr
+    width, height, rgb = png_pixels(shot)
+    assert (width, height) == (900, 500)
+    seen = {rgb[i:i + 3] for i in range(0, len(rgb), 3)}
+    report = json.loads((report_dir / "report.json").read_text())
+    from ansible_collections.mailops.iis_smtp.plugins.plugin_utils._report import STATUS_COLORS
+
+    for status, count in report["summary"]["hosts_by_status"].items():
+        color = bytes.fromhex(STATUS_COLORS[status][1:])
+        assert color in seen, f"the {status} card ({count} hosts) was not painted"

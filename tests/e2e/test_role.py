@@ -1,0 +1,179 @@
+"""The role, the two playbooks and the fleet report, run for real against the simulator."""
+
+from __future__ import annotations
+
+import json
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.e2e.conftest import REPO_ROOT, PlaybookRun, SimulatedFleet, operations, operations_since
+
+COMPLIANCE = REPO_ROOT / "playbooks" / "compliance.yml"
+REMEDIATE = REPO_ROOT / "playbooks" / "remediate.yml"
+REPORT_CALLBACKS = "record_results,mailops.iis_smtp.fleet_report"
+ALL_AT_ONCE = {"iis_smtp_serial": "100%", "iis_smtp_max_fail_percentage": 100}
+
+
+def run_with_report(fleet: SimulatedFleet, playbook: str | Path, name: str, *, check: bool = False,
+                    extra_vars: dict[str, Any] | None = None) -> tuple[PlaybookRun, dict[str, Any], Path]:
+    out = fleet.workdir / f"report-{name}"
+    run = fleet.play(playbook, check=check, extra_vars=extra_vars,
+                     env={"ANSIBLE_CALLBACKS_ENABLED": REPORT_CALLBACKS, "IIS_SMTP_REPORT_DIR": str(out)})
+    assert (out / "report.json").exists(), run.stdout + run.stderr
+    return run, json.loads((out / "report.json").read_text()), out
+
+
+def statuses(report: dict[str, Any]) -> dict[str, str]:
+    return {h["host"]: h["status"] for h in report["hosts"]}
+
+
+def wrapper(fleet: SimulatedFleet, playbook: Path, host_vars: dict[str, dict[str, Any]]) -> Path:
+    """A playbook beside host_vars/ that imports one of ours: per-host settings as users give them."""
+    (fleet.workdir / "host_vars").mkdir(exist_ok=True)
+    for host, data in host_vars.items():
+        (fleet.workdir / "host_vars" / f"{host}.yml").write_text(yaml.safe_dump(data))
+    path = fleet.workdir / f"site-{playbook.stem}.yml"
+    path.write_text(yaml.safe_dump([{"name": "Site", "ansible.builtin.import_playbook": str(playbook)}]))
+    return path
+
+
+MIXED: dict[str, Any] = {
+    "defaults": {"os": "Windows Server 2019", "transition_s": 0.05},
+    "hosts": {
+        "good01": {"instances": [{"id": 1, "state": "started"}]},
+        "drift01": {
+            "service": {"state": "running", "start_mode": "manual"},
+            "instances": [{"id": 1, "state": "stopped"}, {"id": 2, "comment": "App relay", "state": "paused"}],
+        },
+        "svcdown01": {"service": {"state": "stopped", "start_mode": "manual"},
+                      "instances": [{"id": 1, "state": "started"}]},
+        # Instance 2 is meant to stay stopped (host_vars exception below).
+        "exception01": {"instances": [{"id": 1, "state": "stopped"}, {"id": 2, "comment": "Standby", "state": "stopped"}]},
+        "broken01": {"instances": [{"id": 1, "state": "stopped", "start_error": "binding conflict"}]},
+        "down01": {"unreachable": True},
+    },
+}
+EXCEPTIONS = {"exception01": {"iis_smtp_instance_states": {"Standby": "stopped"}}}
+
+
+def test_audit_remediate_audit(sim: Any) -> None:
+    fleet = sim(MIXED)
+    compliance = wrapper(fleet, COMPLIANCE, EXCEPTIONS)
+    remediate = wrapper(fleet, REMEDIATE, EXCEPTIONS)
+
+    audit, report, _ = run_with_report(fleet, compliance, "audit", extra_vars=ALL_AT_ONCE)
+    assert statuses(report) == {
+        "good01": "compliant", "drift01": "non_compliant", "svcdown01": "non_compliant",
+        "exception01": "non_compliant", "broken01": "non_compliant", "down01": "unreachable",
+    }
+    drift = next(h for h in report["hosts"] if h["host"] == "drift01")
+    assert {f["rule"] for f in drift["findings"]} >= {"smtp_instance_stopped", "smtp_instance_paused"}
+    assert drift["changes_predicted"] is True and any("App relay" in c for c in drift["changes"])
+    exception = next(h for h in report["hosts"] if h["host"] == "exception01")
+    assert [(i["id"], i["desired"], i["status"]) for i in exception["instances"]] == [
+        (1, "started", "non_compliant"), (2, "stopped", "compliant")]
+    down = next(h for h in report["hosts"] if h["host"] == "down01")
+    assert down["reason_code"] == "connection_failed" and "127.0.0.1" in str(down["reason"]), down
+    after_audit = time.time()
+
+    fixed, report, out = run_with_report(fleet, remediate, "remediate", extra_vars=ALL_AT_ONCE)
+    assert fixed.rc != 0, "a failed and an unreachable host fail the run"
+    assert statuses(report) == {
+        "good01": "compliant", "drift01": "remediated", "svcdown01": "remediated",
+        "exception01": "remediated", "broken01": "failed", "down01": "unreachable",
+    }
+    broken = next(h for h in report["hosts"] if h["host"] == "broken01")
+    assert broken["reason_code"] == "instance_start_failed" and "binding conflict" in broken["reason"]
+    junit = ET.fromstring((out / "report.junit.xml").read_text())
+    failing = {(c.get("classname"), c.get("name")) for c in junit.iter("testcase") if c.find("failure") is not None}
+    assert failing == {("broken01", "instance 1 ([SMTP Virtual Server #1])"), ("down01", "host")}
+    after_remediation = time.time()
+
+    again, report, _ = run_with_report(fleet, compliance, "audit-again", extra_vars=ALL_AT_ONCE)
+    assert statuses(report) == {
+        "good01": "compliant", "drift01": "compliant", "svcdown01": "compliant",
+        "exception01": "compliant", "broken01": "non_compliant", "down01": "unreachable",
+    }
+    second, report, _ = run_with_report(fleet, remediate, "remediate-again", extra_vars=ALL_AT_ONCE)
+    assert statuses(report)["drift01"] == "compliant"
+
+    state = fleet.stop()
+    for host in ("good01", "drift01", "svcdown01", "exception01", "broken01"):
+        assert not [op for op in operations(state, host) if op["time"] < after_audit], f"the audit changed {host}"
+    # Compliant hosts get nothing, ever; remediated hosts nothing after their remediation.
+    assert operations(state, "good01") == []
+    for host in ("drift01", "svcdown01", "exception01"):
+        assert operations_since(state, host, after_remediation) == [], host
+    assert [i["state"] for i in state["hosts"]["exception01"]["instances"]] == ["started", "stopped"]
+    assert state["hosts"]["drift01"]["service"]["start_mode"] == "Auto"
+    assert {(op["op"], op["target"], op["command"]) for op in operations(state, "drift01")} == {
+        ("set_start_mode", "SMTPSVC", "auto"), ("instance", "SMTPSVC/1", "start"), ("instance", "SMTPSVC/2", "continue")}
+
+    secrets = [fleet.password(h) for h in fleet.hosts()]
+    for path in fleet.workdir.glob("report-*/report.*"):
+        text = path.read_text()
+        assert not any(s in text for s in secrets), f"a password leaked into {path}"
+
+
+GATE: dict[str, Any] = {
+    "defaults": {"os": "Windows Server 2022", "transition_s": 0.05},
+    "hosts": {
+        "good01": {"instances": [{"id": 1, "state": "started"}]},
+        "drift01": {"instances": [{"id": 1, "state": "paused"}]},
+    },
+}
+
+
+def test_drift_gate_fails_check_mode_only_while_drifted(sim: Any) -> None:
+    fleet = sim(GATE)
+    gate = {"iis_smtp_fail_on_drift": True}
+    plain, report, _ = run_with_report(fleet, COMPLIANCE, "plain")
+    assert plain.rc == 0 and statuses(report) == {"good01": "compliant", "drift01": "non_compliant"}
+
+    gated, report, _ = run_with_report(fleet, REMEDIATE, "gated", check=True, extra_vars=gate)
+    assert gated.rc != 0, "ansible-playbook --check with the gate must exit non-zero on drift"
+    assert statuses(report) == {"good01": "compliant", "drift01": "non_compliant"}
+    assert [r["status"] for r in gated.for_host("drift01") if r["action"] == "mailops.iis_smtp.virtual_server"] == ["failed"]
+
+    fixed, report, _ = run_with_report(fleet, REMEDIATE, "fix", extra_vars={"iis_smtp_service_start_mode": "delayed"})
+    assert fixed.rc == 0 and statuses(report) == {"good01": "remediated", "drift01": "remediated"}
+
+    clean, report, _ = run_with_report(fleet, COMPLIANCE, "clean",
+                                       extra_vars={**gate, "iis_smtp_service_start_mode": "delayed"})
+    assert clean.rc == 0 and statuses(report) == {"good01": "compliant", "drift01": "compliant"}
+    state = fleet.stop()
+    assert all(state["hosts"][h]["service"]["delayed_auto_start"] for h in ("good01", "drift01"))
+
+
+def test_hosts_the_play_never_reached_are_reported(sim: Any) -> None:
+    scenario: dict[str, Any] = {
+        "defaults": {"os": "Windows Server 2019", "transition_s": 0.05},
+        "hosts": {
+            "a01": {"instances": [{"id": 1, "state": "stopped", "start_error": "binding conflict"}]},
+            **{f"b0{i}": {"service": {"state": "running", "start_mode": "manual"},
+                          "instances": [{"id": 1, "state": "stopped"}]} for i in range(1, 4)},
+        },
+    }
+    fleet = sim(scenario)
+    run, report, _ = run_with_report(fleet, REMEDIATE, "serial",
+                                     extra_vars={"iis_smtp_serial": 1, "iis_smtp_max_fail_percentage": 0})
+    assert run.rc != 0
+    assert [h["host"] for h in report["hosts"]] == ["a01", "b01", "b02", "b03"]
+    assert report["hosts"][0]["status"] == "failed" and report["hosts"][0]["reason_code"] == "instance_start_failed"
+    for host in report["hosts"][1:]:
+        assert (host["status"], host["reason_code"]) == ("failed", "not_run"), host
+        assert host["reason"].startswith("not run:")
+    state = fleet.stop()
+    assert all(operations(state, h) == [] for h in ("b01", "b02", "b03"))
+
+
+def test_target_group_is_a_variable(sim: Any) -> None:
+    fleet = sim({"group": "relays", "hosts": {"r01": {"instances": [{"id": 1, "state": "started"}]}}})
+    default = fleet.play(COMPLIANCE)
+    assert "r01" not in default.stdout
+    run, report, _ = run_with_report(fleet, COMPLIANCE, "target", extra_vars={"iis_smtp_target": "relays"})
+    assert run.rc == 0 and statuses(report) == {"r01": "compliant"}

@@ -1,0 +1,283 @@
+"""Recognising the agent in a WinRS command and speaking its protocol.
+
+The simulator must answer exactly what `docs/agent-protocol.md` promises and
+nothing more: a command is served only when it carries the collection's own
+`agent.ps1` (byte-for-byte after normalisation), so a stale or edited agent,
+or any other PowerShell, is refused with a clear error instead of being
+"understood" by a simulator that cannot run PowerShell. These functions are
+pure (text in, data out); `model.py` executes what they decode.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeGuard
+
+PROTOCOL = 1
+RESPONSE_PREFIX = "MAILOPS-AGENT-1:"
+DEFAULT_AGENT_VERSION = "1.0.0"
+
+AGENT_PATH = Path(__file__).resolve().parents[2] / "plugins" / "plugin_utils" / "agent.ps1"
+
+SERVICE_OPS = ("set_start_mode", "start_service", "continue_service")
+START_MODE_VALUES = ("auto", "delayed-auto", "demand", "disabled")
+INSTANCE_COMMANDS = ("start", "stop", "pause", "continue")
+VIAS = ("method", "server_command")
+ACTIONS = ("observe", "apply")
+
+_ENCODED_SWITCHES = {"-encodedcommand", "-enc", "-e", "-ec", "-en", "-encoded"}
+_WRAPPER_END = re.compile(r"\}\s*'([^']*)'")
+_AGENT_VERSION = re.compile(r"""\bagent_version\s*=\s*['"]([^'"]+)['"]""", re.IGNORECASE)
+
+
+class NotSupported(Exception):
+    """The command is not something the simulator can run; the text says what it was."""
+
+
+class BadRequest(Exception):
+    """The agent's request is malformed; the agent answers `ok: false`."""
+
+    def __init__(self, message: str, type_name: str = "bad_request") -> None:
+        super().__init__(message)
+        self.type_name = type_name
+
+
+def normalise(text: str) -> str:
+    """The agent normalisation of the protocol: strip lines, drop blanks and `#` lines."""
+    lines = (line.strip() for line in text.splitlines())
+    return "\n".join(line for line in lines if line and not line.startswith("#"))
+
+
+def read_agent(path: Path = AGENT_PATH) -> str:
+    """The agent text; `utf-8-sig` so that an editor's BOM does not change the match."""
+    return path.read_text(encoding="utf-8-sig")
+
+
+def agent_version(agent_text: str) -> str:
+    """The version the agent reports, taken from the agent itself when it declares one."""
+    match = _AGENT_VERSION.search(agent_text)
+    return match.group(1) if match else DEFAULT_AGENT_VERSION
+
+
+def split_arguments(arguments: str | list[str] | tuple[str, ...]) -> list[str]:
+    """WinRS carries one Arguments string or several; PowerShell sees the same words."""
+    if isinstance(arguments, str):
+        return arguments.split()
+    return [word for argument in arguments for word in str(argument).split()]
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def decode_script(command: str, arguments: str | list[str] | tuple[str, ...]) -> str:
+    """The PowerShell script an `-EncodedCommand` call carries."""
+    words = split_arguments(arguments)
+    executable = command.strip().split()[0] if command.strip() else ""
+    if not executable.lower().rsplit("\\", 1)[-1].removesuffix(".exe") == "powershell":
+        raise NotSupported(f"command {_short(command.strip())!r} (only PowerShell runs here)")
+    # Tolerate a command line packed into Command itself.
+    words = command.strip().split()[1:] + words
+    lowered = [word.lower() for word in words]
+    position = next((i for i, word in enumerate(lowered) if word in _ENCODED_SWITCHES), None)
+    if position is None or position + 1 >= len(words):
+        raise NotSupported("PowerShell without -EncodedCommand")
+    try:
+        return base64.b64decode(words[position + 1], validate=True).decode("utf-16-le")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise NotSupported(f"-EncodedCommand that is not base64 UTF-16-LE ({exc})") from None
+
+
+def extract_request(script: str, agent_text: str) -> str:
+    """The quoted request argument if `script` is the wrapped agent, else NotSupported."""
+    lines = [line.strip() for line in script.splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    if len(lines) < 3 or lines[0] != "& {":
+        raise NotSupported(f"PowerShell script that is not the mailops agent ({_short(first)!r})")
+    end = _WRAPPER_END.fullmatch(lines[-1])
+    if end is None:
+        raise NotSupported("script opens like the agent wrapper but does not end with } 'REQUEST'")
+    if normalise("\n".join(lines[1:-1])) != normalise(agent_text):
+        raise NotSupported("agent wrapper whose script differs from plugins/plugin_utils/agent.ps1")
+    return end.group(1)
+
+
+@dataclass(frozen=True)
+class Step:
+    op: str
+    service: str | None = None
+    start_mode: str | None = None
+    id: int | None = None
+    command: str | None = None
+    via: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Request:
+    action: str
+    steps: tuple[Step, ...] = ()
+    settle_timeout_s: float = 0.0
+    poll_ms: int = 1
+
+
+_INT32_MAX = 2**31 - 1
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    """What ConvertFrom-Json turns into [int]: a JSON integer within Int32."""
+    return isinstance(value, int) and not isinstance(value, bool) and -_INT32_MAX - 1 <= value <= _INT32_MAX
+
+
+def _ps_text(value: Any) -> str:
+    """How PowerShell concatenates a value into a string (for the agent's messages)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return str(value)
+
+
+def _step_problem(value: Any) -> str | None:
+    """The agent's Get-StepProblem, check for check."""
+    field = value.get if isinstance(value, dict) else (lambda _key: None)
+    op = field("op")
+    if op not in SERVICE_OPS + ("instance",):
+        return "op must be one of: " + ", ".join(SERVICE_OPS + ("instance",))
+    if op == "instance":
+        ident = field("id")
+        if not _is_int(ident) or ident < 1:
+            return "id must be an integer >= 1"
+        if field("command") not in INSTANCE_COMMANDS:
+            return "command must be one of: " + ", ".join(INSTANCE_COMMANDS)
+        via = field("via")
+        if not isinstance(via, list) or not via:
+            return "via must be a non-empty list"
+        if any(item not in VIAS for item in via):
+            return "via entries must be one of: " + ", ".join(VIAS)
+        return None
+    if field("service") != "SMTPSVC":
+        return "service must be SMTPSVC"
+    if op == "set_start_mode" and field("start_mode") not in START_MODE_VALUES:
+        return "start_mode must be one of: " + ", ".join(START_MODE_VALUES)
+    return None
+
+
+def _to_step(value: dict[str, Any]) -> Step:
+    if value["op"] == "instance":
+        return Step(op="instance", id=value["id"], command=value["command"], via=tuple(value["via"]))
+    return Step(op=value["op"], service="SMTPSVC", start_mode=value.get("start_mode"))
+
+
+def parse_request(encoded: str) -> Request:
+    """Validate the whole request before anything is touched, in the agent's order
+    and with its messages (`BadRequest.type_name` is the refusal's `type`)."""
+    try:
+        data = json.loads(base64.b64decode(encoded, validate=True).decode("utf-8"))
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequest(f"the request is not base64 of JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the request is not a JSON object")
+    protocol = data.get("protocol")
+    if not _is_int(protocol) or protocol != PROTOCOL:
+        raise BadRequest(
+            f"protocol {_ps_text(protocol)} is not supported; this agent speaks 1",
+            "unsupported_protocol",
+        )
+    action = data.get("action")
+    if action not in ACTIONS:
+        raise BadRequest("action must be observe or apply")
+    if action == "observe":
+        return Request(action="observe")
+    timeout = data.get("settle_timeout_s")
+    if not _is_int(timeout) or timeout < 0:
+        raise BadRequest("settle_timeout_s must be an integer >= 0")
+    poll = data.get("poll_ms")
+    if not _is_int(poll) or poll < 1:
+        raise BadRequest("poll_ms must be an integer >= 1")
+    steps = data.get("steps")
+    if not isinstance(steps, list):
+        raise BadRequest("steps must be a list")
+    for index, step in enumerate(steps):
+        problem = _step_problem(step)
+        if problem is not None:
+            raise BadRequest(f"step {index + 1}: {problem}")
+    return Request(
+        action="apply",
+        steps=tuple(_to_step(step) for step in steps),
+        settle_timeout_s=float(timeout),
+        poll_ms=poll,
+    )
+
+
+def request_action(encoded: str) -> str | None:
+    """The `action` field if the request is readable at all (echoed on errors)."""
+    try:
+        data = json.loads(base64.b64decode(encoded, validate=True).decode("utf-8"))
+    except (binascii.Error, ValueError):
+        return None
+    action = data.get("action") if isinstance(data, dict) else None
+    return action if isinstance(action, str) else None
+
+
+def error(message: str, hresult: str | None, type_name: str) -> dict[str, Any]:
+    """The protocol's error object."""
+    return {"message": message, "hresult": hresult, "type": type_name}
+
+
+def response(
+    version: str,
+    action: str | None,
+    *,
+    observation: dict[str, Any] | None = None,
+    failure: dict[str, Any] | None = None,
+    steps: list[dict[str, Any]] | None = None,
+    settled: bool | None = True,
+    elapsed_ms: int = 0,
+) -> dict[str, Any]:
+    """Every response has every top-level key, success or not."""
+    return {
+        "protocol": PROTOCOL,
+        "agent_version": version,
+        "action": action,
+        "ok": failure is None,
+        "error": failure,
+        "observation": observation if failure is None else None,
+        "steps": steps or [],
+        "settled": settled if failure is None else False,
+        "elapsed_ms": elapsed_ms,
+    }
+
+
+def encode_line(document: dict[str, Any]) -> bytes:
+    """The single stdout line of the agent."""
+    payload = base64.b64encode(json.dumps(document, ensure_ascii=False).encode("utf-8"))
+    return RESPONSE_PREFIX.encode("ascii") + payload + b"\r\n"
+
+
+def build_command(agent_text: str, request: dict[str, Any]) -> tuple[str, list[str]]:
+    """What the transport sends for `request`, as the protocol document describes it.
+
+    Kept here so that tests and the demo build calls the one documented way.
+    """
+    encoded_request = base64.b64encode(json.dumps(request).encode("utf-8")).decode("ascii")
+    wrapped = f"& {{\n{normalise(agent_text)}\n}} '{encoded_request}'"
+    # ansible's _encode_script strips every line and drops empty ones.
+    script = "\n".join(line.strip() for line in wrapped.splitlines() if line.strip())
+    encoded = base64.b64encode(script.encode("utf-16-le")).decode("ascii")
+    arguments = "-NoProfile -NonInteractive -ExecutionPolicy Unrestricted -EncodedCommand " + encoded
+    return "PowerShell", [arguments]
+
+
+def decode_line(stdout: bytes) -> dict[str, Any]:
+    """Inverse of `encode_line`, for tests and tools that read the simulator directly."""
+    for line in stdout.decode("utf-8", "replace").splitlines():
+        if line.startswith(RESPONSE_PREFIX):
+            document = json.loads(base64.b64decode(line[len(RESPONSE_PREFIX) :], validate=True))
+            if isinstance(document, dict):
+                return document
+    raise ValueError("no agent response line in output")

@@ -1,0 +1,403 @@
+"""The WS-Management server, driven by the real client: pywinrm's ``Protocol``.
+
+``ScriptedHost`` stands in for ``model.Host`` (the fleet model has its own
+tests); everything between pywinrm and ``run_command`` is the real server:
+real sockets, HTTP, TLS, Basic and NTLM with message encryption.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import xmltodict
+from winrm.exceptions import InvalidCredentialsError, WSManFaultError
+from winrm.protocol import Protocol
+
+from tests.simulator import tls
+from tests.simulator.server import CMD_RESOURCE_URI, ConfigError, Simulator
+
+
+@dataclass
+class Outcome:
+    stdout: bytes
+    stderr: bytes = b""
+    exit_code: int = 0
+    delay_s: float = 0
+    cut: bool = False
+    wsman_fault: str | None = None
+
+
+@dataclass
+class ScriptedHost:
+    """Answers every command with ``outcome`` and records what it was asked."""
+
+    name: str
+    auth: str = "basic"
+    scheme: str = "http"
+    username: str = "Administrator"
+    password: str = field(default_factory=lambda: "Pw-" + uuid.uuid4().hex)
+    port: int | None = None
+    unreachable: bool = False
+    faults: dict[str, Any] = field(default_factory=dict)
+    outcome: Outcome | None = None
+    broken: bool = False
+    calls: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    def fault_fires(self, name: str, action: str | None = None) -> bool:
+        left = self.faults.get(name, 0)
+        if left:
+            self.faults[name] = left - 1
+        return bool(left)
+
+    def run_command(self, command: str, arguments: list[str]) -> Outcome:
+        self.calls.append((command, arguments))
+        if self.broken:
+            raise KeyError("no such instance")
+        return self.outcome or Outcome(f"{command}|{' '.join(arguments)}".encode(), b"warning", 0)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    path = tmp_path / "work"
+    path.mkdir(mode=0o700)
+    return path
+
+
+@pytest.fixture
+def request_log() -> io.StringIO:
+    return io.StringIO()
+
+
+@dataclass
+class Running:
+    simulator: Simulator
+    hosts: dict[str, ScriptedHost]
+
+    def protocol(self, name: str, **overrides: Any) -> Protocol:
+        host = self.hosts[name]
+        endpoint = self.simulator.endpoints[name]
+        kwargs: dict[str, Any] = {
+            "transport": host.auth,
+            "username": host.username,
+            "password": host.password,
+            "server_cert_validation": "validate",
+            "ca_trust_path": str(self.simulator.ca_path) if self.simulator.ca_path else None,
+            "read_timeout_sec": 10,
+            "operation_timeout_sec": 5,
+        }
+        kwargs.update(overrides)
+        return Protocol(f"{endpoint.scheme}://127.0.0.1:{endpoint.port}/wsman", **kwargs)
+
+
+@pytest.fixture
+def fleet(workdir: Path, request_log: io.StringIO) -> Iterator[Any]:
+    """Factory: start a simulator over the given hosts; stopped at teardown."""
+    started: list[Simulator] = []
+
+    def start(*hosts: ScriptedHost) -> Running:
+        simulator = Simulator(hosts, workdir, request_log)
+        simulator.start()
+        started.append(simulator)
+        return Running(simulator, {h.name: h for h in hosts})
+
+    yield start
+    for simulator in started:
+        simulator.stop()
+
+
+def run(
+    protocol: Protocol,
+    command: str = "PowerShell",
+    arguments: tuple[str, ...] = ("-NoProfile", "-EncodedCommand", "QQA="),
+) -> tuple[bytes, bytes, int]:
+    shell_id = protocol.open_shell()
+    command_id = protocol.run_command(shell_id, command, arguments)
+    result = protocol.get_command_output(shell_id, command_id)
+    protocol.cleanup_command(shell_id, command_id)
+    protocol.close_shell(shell_id)
+    return result
+
+
+def log_entries(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("auth", "scheme"),
+    [("basic", "http"), ("ntlm", "http"), ("basic", "https"), ("ntlm", "https")],
+)
+def test_round_trip(fleet: Any, auth: str, scheme: str) -> None:
+    running = fleet(ScriptedHost("relay01", auth=auth, scheme=scheme))
+    stdout, stderr, rc = run(running.protocol("relay01"))
+    assert (stdout, stderr, rc) == (
+        b"PowerShell|-NoProfile -EncodedCommand QQA=",
+        b"warning",
+        0,
+    )
+    assert running.hosts["relay01"].calls == [("PowerShell", ["-NoProfile -EncodedCommand QQA="])]
+
+
+def test_ntlm_over_http_encrypts_messages(fleet: Any, request_log: io.StringIO) -> None:
+    running = fleet(ScriptedHost("relay01", auth="ntlm"))
+    protocol = running.protocol("relay01", message_encryption="always")
+    shell_id = protocol.open_shell()
+    assert protocol.transport.encryption is not None
+    for _round in range(3):
+        command_id = protocol.run_command(shell_id, "PowerShell", ["-x"])
+        assert protocol.get_command_output(shell_id, command_id)[0] == b"PowerShell|-x"
+        protocol.cleanup_command(shell_id, command_id)
+    protocol.close_shell(shell_id)
+    # One handshake (two 401s) serves every later request on the kept-alive connection.
+    assert [e["status"] for e in log_entries(request_log)].count(401) == 2
+
+
+def test_plain_body_on_encrypted_session_is_refused_without_context(fleet: Any) -> None:
+    running = fleet(ScriptedHost("relay01", auth="ntlm"))
+    endpoint = running.simulator.endpoints["relay01"]
+    response = requests.post(
+        f"http://127.0.0.1:{endpoint.port}/wsman",
+        data=b"x",
+        headers={"Content-Type": 'multipart/encrypted;protocol="application/HTTP-SPNEGO-session-encrypted"'},
+        timeout=5,
+    )
+    assert response.status_code == 401
+    assert "NTLM" in response.headers["WWW-Authenticate"]
+
+
+def test_untrusted_certificate_is_refused(fleet: Any, tmp_path: Path) -> None:
+    running = fleet(ScriptedHost("relay01", scheme="https"))
+    other_ca = tls.write_ca(tmp_path, "other.pem")
+    with pytest.raises(requests.exceptions.SSLError):
+        run(running.protocol("relay01", ca_trust_path=str(other_ca)))
+    assert running.hosts["relay01"].calls == []
+
+
+@pytest.mark.parametrize("auth", ["basic", "ntlm"])
+def test_wrong_password_is_401(fleet: Any, auth: str) -> None:
+    running = fleet(ScriptedHost("relay01", auth=auth))
+    with pytest.raises(InvalidCredentialsError):
+        run(running.protocol("relay01", password="not-the-password"))
+    assert running.hosts["relay01"].calls == []
+
+
+def test_basic_challenge_names_the_realm(fleet: Any) -> None:
+    running = fleet(ScriptedHost("relay01"))
+    endpoint = running.simulator.endpoints["relay01"]
+    response = requests.post(f"http://127.0.0.1:{endpoint.port}/wsman", data=b"<x/>", timeout=5)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == 'Basic realm="WSMAN"'
+
+
+@pytest.mark.parametrize("auth", ["basic", "ntlm"])
+def test_http_401_fault_rejects_good_credentials(fleet: Any, auth: str) -> None:
+    running = fleet(ScriptedHost("relay01", auth=auth, faults={"http_401": 1}))
+    with pytest.raises(InvalidCredentialsError):
+        run(running.protocol("relay01"))
+    # The fault fired once, as configured; the same credentials now pass.
+    assert run(running.protocol("relay01"))[2] == 0
+
+
+def test_model_error_is_a_fault_and_a_traceback(fleet: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    running = fleet(ScriptedHost("relay01", broken=True))
+    with pytest.raises(WSManFaultError) as caught:
+        run(running.protocol("relay01"))
+    assert caught.value.reason == "simulator internal error: KeyError: 'no such instance'"
+    assert caught.value.code == 500
+    assert "Traceback" in capfd.readouterr().err
+
+
+def test_unsupported_action_is_a_clear_fault(fleet: Any) -> None:
+    running = fleet(ScriptedHost("relay01"))
+    protocol = running.protocol("relay01")
+    request = {
+        "env:Envelope": protocol.build_wsman_header(
+            action="http://schemas.xmlsoap.org/ws/2004/09/transfer/Get",
+            resource_uri=CMD_RESOURCE_URI,
+        )
+    }
+    request["env:Envelope"]["env:Body"] = {}
+    with pytest.raises(WSManFaultError) as caught:
+        protocol.send_message(xmltodict.unparse(request))
+    assert caught.value.reason == "not supported by the simulator: action http://schemas.xmlsoap.org/ws/2004/09/transfer/Get"
+    assert caught.value.wsman_fault_code is not None
+
+
+def test_powershell_remoting_resource_is_unsupported(fleet: Any) -> None:
+    running = fleet(ScriptedHost("relay01"))
+    protocol = running.protocol("relay01")
+    request = {
+        "env:Envelope": protocol.build_wsman_header(
+            action="http://schemas.xmlsoap.org/ws/2004/09/transfer/Create",
+            resource_uri="http://schemas.microsoft.com/powershell/Microsoft.PowerShell",
+        )
+    }
+    request["env:Envelope"]["env:Body"] = {}
+    with pytest.raises(
+        WSManFaultError,
+        match="not supported by the simulator: resource URI http://schemas.microsoft.com/powershell",
+    ):
+        protocol.send_message(xmltodict.unparse(request))
+
+
+def test_fault_outcome_raises_wsman_fault(fleet: Any) -> None:
+    running = fleet(ScriptedHost("relay01", outcome=Outcome(b"", wsman_fault="injected: WinRM is unwell")))
+    with pytest.raises(WSManFaultError) as caught:
+        run(running.protocol("relay01"))
+    assert caught.value.reason == "injected: WinRM is unwell"
+
+
+def test_fault_outcome_over_encrypted_ntlm(fleet: Any) -> None:
+    running = fleet(ScriptedHost("relay01", auth="ntlm", outcome=Outcome(b"", wsman_fault="injected")))
+    with pytest.raises(WSManFaultError, match="^injected"):
+        run(running.protocol("relay01"))
+
+
+@pytest.mark.parametrize("auth", ["basic", "ntlm"])
+def test_cut_response_is_a_connection_error(fleet: Any, auth: str) -> None:
+    running = fleet(ScriptedHost("relay01", auth=auth, outcome=Outcome(b"x" * 1000, cut=True)))
+    with pytest.raises((requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError)):
+        run(running.protocol("relay01"))
+
+
+def test_cut_hits_the_first_receive_only(fleet: Any) -> None:
+    running = fleet(ScriptedHost("relay01", outcome=Outcome(b"lost", exit_code=4, cut=True)))
+    protocol = running.protocol("relay01")
+    shell_id = protocol.open_shell()
+    command_id = protocol.run_command(shell_id, "PowerShell", ["-x"])
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        protocol.get_command_output(shell_id, command_id)
+    assert protocol.get_command_output(shell_id, command_id) == (b"", b"", 4)
+
+
+def test_delay_beyond_read_timeout_times_out(fleet: Any) -> None:
+    running = fleet(ScriptedHost("relay01", outcome=Outcome(b"late", delay_s=4)))
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        run(running.protocol("relay01", read_timeout_sec=2, operation_timeout_sec=1))
+
+
+def test_unreachable_host_refuses_connections(fleet: Any) -> None:
+    running = fleet(ScriptedHost("relay01", unreachable=True), ScriptedHost("relay02"))
+    port = running.simulator.endpoints["relay01"].port
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        run(running.protocol("relay01"))
+    assert run(running.protocol("relay02"))[2] == 0
+
+
+def test_large_output_arrives_over_several_receives(fleet: Any, request_log: io.StringIO) -> None:
+    stdout = bytes(range(256)) * 1200
+    stderr = b"e" * 70_000
+    running = fleet(ScriptedHost("relay01", outcome=Outcome(stdout, stderr, 7)))
+    assert run(running.protocol("relay01")) == (stdout, stderr, 7)
+    receives = [e for e in log_entries(request_log) if e.get("action") == "Receive"]
+    assert len(receives) > 1
+
+
+def test_stdin_is_accepted_until_end(fleet: Any) -> None:
+    running = fleet(ScriptedHost("relay01"))
+    protocol = running.protocol("relay01")
+    shell_id = protocol.open_shell()
+    command_id = protocol.run_command(shell_id, "PowerShell", ["-"])
+    protocol.send_command_input(shell_id, command_id, b"first")
+    protocol.send_command_input(shell_id, command_id, b"last", end=True)
+    with pytest.raises(WSManFaultError, match="input stream is already closed"):
+        protocol.send_command_input(shell_id, command_id, b"more")
+    assert protocol.get_command_output(shell_id, command_id)[2] == 0
+
+
+def test_deleted_shell_is_gone(fleet: Any) -> None:
+    running = fleet(ScriptedHost("relay01"))
+    protocol = running.protocol("relay01")
+    shell_id = protocol.open_shell()
+    protocol.close_shell(shell_id, close_session=False)
+    with pytest.raises(WSManFaultError, match="shell was not found"):
+        protocol.run_command(shell_id, "PowerShell", ["-x"])
+    assert running.simulator.services["relay01"].open_shells == 0
+
+
+def test_request_log_has_no_secrets(fleet: Any, request_log: io.StringIO) -> None:
+    hosts = [ScriptedHost("relay01"), ScriptedHost("relay02", auth="ntlm")]
+    running = fleet(*hosts)
+    for host in hosts:
+        run(running.protocol(host.name))
+    text = request_log.getvalue()
+    for host in hosts:
+        assert host.password not in text
+        assert base64.b64encode(f"{host.username}:{host.password}".encode()).decode() not in text
+    assert "Authorization" not in text and "Basic " not in text
+    commands = [e for e in log_entries(request_log) if e.get("action") == "Command"]
+    assert {e["host"] for e in commands} == {"relay01", "relay02"}
+    assert all(e["command"] == "PowerShell" and len(e["args_sha256"]) == 12 for e in commands)
+    assert {e["action"] for e in log_entries(request_log) if "action" in e} == {
+        "Create",
+        "Command",
+        "Receive",
+        "Signal",
+        "Delete",
+    }
+
+
+def test_hosts_sharing_a_user_name_keep_their_own_ntlm_password(fleet: Any) -> None:
+    hosts = [ScriptedHost(f"relay0{i}", auth="ntlm") for i in range(3)]
+    running = fleet(*hosts)
+    for host in hosts:
+        assert run(running.protocol(host.name))[2] == 0
+    with pytest.raises(InvalidCredentialsError):
+        run(running.protocol("relay00", password=hosts[1].password))
+
+
+def test_ntlm_user_files_are_private(fleet: Any, workdir: Path) -> None:
+    fleet(
+        ScriptedHost("relay01", auth="ntlm"),
+        ScriptedHost("relay02", auth="ntlm", username="CORP\\svc"),
+    )
+    files = sorted(workdir.glob("ntlm-users-*"))
+    assert len(files) == 2
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+    assert files[1].read_text().startswith("CORP:svc:")
+
+
+def test_concurrent_clients_on_many_hosts(fleet: Any) -> None:
+    hosts = [ScriptedHost(f"relay{i:02d}", auth="ntlm" if i % 2 else "basic") for i in range(30)]
+    running = fleet(*hosts)
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(lambda h: run(running.protocol(h.name)), hosts * 2))
+    assert all(r[0] == b"PowerShell|-NoProfile -EncodedCommand QQA=" for r in results)
+    assert all(len(h.calls) == 2 for h in hosts)
+
+
+def test_client_disconnects_are_quiet(fleet: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    running = fleet(ScriptedHost("relay01"), ScriptedHost("relay02", scheme="https"))
+    for name in ("relay01", "relay02"):
+        with socket.create_connection(("127.0.0.1", running.simulator.endpoints[name].port)) as sock:
+            sock.sendall(b"POST /wsman HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")
+    with socket.create_connection(("127.0.0.1", running.simulator.endpoints["relay01"].port)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.sendall(b"POST /wsman HTTP/1.1\r\n")
+    assert run(running.protocol("relay01"))[2] == 0
+    assert run(running.protocol("relay02"))[2] == 0
+    assert capfd.readouterr().err == ""
+
+
+def test_bad_configuration_is_refused_before_binding(workdir: Path) -> None:
+    with pytest.raises(ConfigError, match="host relay01: auth 'kerberos'"):
+        Simulator([ScriptedHost("relay01", auth="kerberos")], workdir)
+    with pytest.raises(ConfigError, match="port 40000 is already used by host relay01"):
+        Simulator(
+            [ScriptedHost("relay01", port=40000), ScriptedHost("relay02", port=40000)],
+            workdir,
+        )
+    with pytest.raises(ConfigError, match="NTLM password cannot contain ':'"):
+        Simulator([ScriptedHost("relay01", auth="ntlm", password="a:b")], workdir)

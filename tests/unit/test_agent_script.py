@@ -1,0 +1,468 @@
+"""Static checks of the PowerShell agent, the one file that runs on Windows.
+
+No PowerShell runs where these tests run, so the agent is never executed here.
+What can be checked without it is checked: that it parses (as shipped and as
+the transport sends it), that it only calls Windows PowerShell 5.1 commands
+with 5.1 parameters, that it uses no PowerShell 7 syntax and no dynamic code,
+that it agrees with docs/agent-protocol.md on every closed set and key name,
+and that the command line it travels in fits the Windows limit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import tree_sitter
+import tree_sitter_pwsh
+from ansible.plugins.loader import shell_loader
+
+from ansible_collections.mailops.iis_smtp.plugins.plugin_utils._transport import (
+    MAX_COMMAND_CHARS,
+    normalise_agent,
+    wrap_agent,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+AGENT_PATH = REPO / "plugins" / "plugin_utils" / "agent.ps1"
+PROTOCOL_DOC = REPO / "docs" / "agent-protocol.md"
+
+# Room for the agent itself; what is left of MAX_COMMAND_CHARS carries the
+# request. Every byte here costs 8/3 characters on the command line.
+AGENT_BUDGET_BYTES = 8800
+
+# Windows PowerShell 5.1 commands the agent may call, each with the parameters
+# it may pass. Parameters are the 5.1 ones: PowerShell 7 additions such as
+# ConvertFrom-Json -AsHashtable, ConvertTo-Json -EnumsAsStrings or
+# ForEach-Object -Parallel are deliberately absent.
+ALLOWED_COMMANDS: dict[str, frozenset[str]] = {
+    "Set-StrictMode": frozenset({"Version"}),
+    "Get-WmiObject": frozenset({"Class", "Filter", "Namespace", "Property"}),
+    "Get-Item": frozenset({"LiteralPath"}),
+    "Sort-Object": frozenset({"Property", "Descending"}),
+    "Start-Service": frozenset({"Name", "WarningAction"}),
+    "Resume-Service": frozenset({"Name", "WarningAction"}),
+    "Start-Sleep": frozenset({"Milliseconds"}),
+    "ConvertFrom-Json": frozenset({"InputObject"}),
+    "ConvertTo-Json": frozenset({"InputObject", "Depth", "Compress"}),
+    "sc.exe": frozenset(),
+}
+
+# .NET types the agent may name; all exist in .NET Framework 4.5 (the floor of
+# Windows PowerShell 5.1). A type outside this list needs a conscious review.
+ALLOWED_TYPES = frozenset({
+    "string", "int", "bool", "ADSI",
+    "Runtime.InteropServices.COMException",
+    "Management.Automation.PSCustomObject",
+    "Collections.IList", "Collections.ArrayList",
+    "Security.Principal.WindowsPrincipal", "Security.Principal.WindowsIdentity",
+    "Security.Principal.WindowsBuiltInRole",
+    "Text.Encoding", "Convert", "Console", "Diagnostics.Stopwatch",
+})
+
+# Ways to run text as code; the agent never needs one.
+FORBIDDEN_MEMBERS = frozenset({"InvokeScript", "NewScriptBlock", "InvokeCommand", "Create", "AddScript"})
+# Node types of syntax that Windows PowerShell 5.1 does not have.
+PS7_NODE_TYPES = {
+    "pipeline_chain_tail": "&& / || pipeline chains",
+    "null_coalesce_expression": "?? operator",
+    "ternary_expression": "ternary ? : operator",
+}
+PS7_ASSIGNMENT_OPERATORS = frozenset({"??="})
+
+# The closed sets of the protocol, as the agent names them.
+AGENT_SETS = {"op": "Ops", "start_mode": "StartModes", "command": "Commands", "via": "Vias"}
+
+
+# --- the checker ---------------------------------------------------------
+
+
+_LANGUAGE = tree_sitter.Language(tree_sitter_pwsh.language())
+
+
+def parse(source: str) -> tree_sitter.Tree:
+    return tree_sitter.Parser(_LANGUAGE).parse(source.encode("utf-8"))
+
+
+def walk(node: tree_sitter.Node) -> Iterator[tree_sitter.Node]:
+    yield node
+    for child in node.children:
+        yield from walk(child)
+
+
+def text(node: tree_sitter.Node) -> str:
+    return (node.text or b"").decode("utf-8")
+
+
+def syntax_problems(source: str) -> list[str]:
+    """Every ERROR or MISSING node, as `line:column: what`, 1-based like an editor."""
+    problems = []
+    for node in walk(parse(source).root_node):
+        if node.is_error or node.is_missing:
+            line, column = node.start_point
+            what = "missing %s" % node.type if node.is_missing else "cannot parse %r" % text(node)[:40]
+            problems.append("%d:%d: %s" % (line + 1, column + 1, what))
+    return problems
+
+
+def command_uses(source: str) -> list[tuple[str, list[str]]]:
+    """(name, parameters) of every command invocation; `&` of anything but a plain name is `<dynamic>`."""
+    uses = []
+    for node in walk(parse(source).root_node):
+        if node.type != "command":
+            continue
+        name_node = node.child_by_field_name("command_name")
+        if name_node is None:
+            uses.append(("<dynamic>", []))
+            continue
+        if name_node.type == "command_name_expr":
+            inner = name_node.named_children
+            name = text(inner[0]) if len(inner) == 1 and inner[0].type == "command_name" else "<dynamic>"
+        else:
+            name = text(name_node)
+        if any(child.type == "command_invocation_operator" and text(child) == "." for child in node.children):
+            name = "<dot-source>"
+        params = [text(n).lstrip("-").rstrip(":") for n in walk(node) if n.type == "command_parameter"]
+        uses.append((name, params))
+    return uses
+
+
+def defined_functions(source: str) -> set[str]:
+    return {
+        text(child)
+        for node in walk(parse(source).root_node) if node.type == "function_statement"
+        for child in node.children if child.type == "function_name"
+    }
+
+
+def command_violations(source: str) -> list[str]:
+    own = defined_functions(source)
+    violations = []
+    for name, params in command_uses(source):
+        if name in own:
+            continue
+        if name not in ALLOWED_COMMANDS:
+            violations.append("command %s is not allowed" % name)
+            continue
+        violations.extend(
+            "%s -%s is not an allowed parameter" % (name, param)
+            for param in params if param not in ALLOWED_COMMANDS[name]
+        )
+    return violations
+
+
+def ps7_violations(source: str) -> list[str]:
+    violations = []
+    for node in walk(parse(source).root_node):
+        if node.type in PS7_NODE_TYPES:
+            violations.append("%s at line %d" % (PS7_NODE_TYPES[node.type], node.start_point[0] + 1))
+        elif node.type == "assignment_operator" and text(node) in PS7_ASSIGNMENT_OPERATORS:
+            violations.append("%s at line %d" % (text(node), node.start_point[0] + 1))
+    return violations
+
+
+def type_names(source: str) -> set[str]:
+    return {
+        text(node.named_children[0])
+        for node in walk(parse(source).root_node) if node.type == "type_literal"
+    }
+
+
+def member_names(source: str) -> set[str]:
+    return {text(node) for node in walk(parse(source).root_node) if node.type == "member_name"}
+
+
+def string_values(node: tree_sitter.Node) -> list[str]:
+    """The values of the plain string literals under `node`, quotes removed."""
+    return [text(n)[1:-1] for n in walk(node) if n.type == "string_literal" and text(n)[:1] in "'\""]
+
+
+def top_level_assignment(source: str, variable: str) -> tree_sitter.Node:
+    for node in parse(source).root_node.named_children[1].named_children:
+        if node.type != "pipeline":
+            continue
+        assignment = node.named_children[0]
+        if assignment.type == "assignment_expression" and text(assignment).startswith("$%s =" % variable):
+            return assignment.child_by_field_name("value") or assignment
+    raise AssertionError("the agent assigns no $%s at top level" % variable)
+
+
+def hash_keys(source: str) -> set[str]:
+    keys = set()
+    for node in walk(parse(source).root_node):
+        if node.type == "key_expression":
+            key = text(node)
+            keys.add(key.strip("'\""))
+    return keys
+
+
+# --- the protocol document -----------------------------------------------
+
+
+def doc_text() -> str:
+    return PROTOCOL_DOC.read_text(encoding="utf-8")
+
+
+def doc_section(title: str) -> str:
+    match = re.search(r"^## %s\n(.*?)(?=^## |\Z)" % re.escape(title), doc_text(), re.S | re.M)
+    assert match, "docs/agent-protocol.md has no section %r" % title
+    return match.group(1)
+
+
+def doc_steps_table() -> list[str]:
+    """The rows of the table of steps (the one headed `| op | fields |`)."""
+    match = re.search(r"^\| op \| fields \|.*\n\|[-|]+\|\n((?:\|.*\n)+)", doc_text(), re.M)
+    assert match, "docs/agent-protocol.md has no table of steps"
+    return match.group(1).splitlines()
+
+
+def doc_closed_sets() -> dict[str, set[str]]:
+    """Field -> allowed values, read from the table of steps: `field` (`a`, `b`)."""
+    sets: dict[str, set[str]] = {"op": set()}
+    for row in doc_steps_table():
+        op, fields = re.match(r"^\| `(\w+)` \| (.*?) \|", row).groups()  # type: ignore[union-attr]
+        sets["op"].add(op)
+        for field, values in re.findall(r"`(\w+)` \(([^)]*)\)", fields):
+            found = set(re.findall(r"`([\w-]+)`", values))
+            if found:
+                sets.setdefault(field, set()).update(found)
+    return sets
+
+
+def doc_json_keys(section: str) -> set[str]:
+    return set(re.findall(r'"([A-Za-z_]+)"\s*:', doc_section(section)))
+
+
+def doc_json_examples(section: str) -> list[dict[str, object]]:
+    return [json.loads(block) for block in re.findall(r"```json\n(.*?)```", doc_section(section), re.S)]
+
+
+# --- fixtures ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def agent() -> str:
+    return AGENT_PATH.read_text(encoding="utf-8-sig")
+
+
+@pytest.fixture(scope="module")
+def normalised(agent: str) -> str:
+    return normalise_agent(agent)
+
+
+def apply_request(count: int) -> dict[str, object]:
+    """An apply as large as a big host gets: one instance step per virtual server."""
+    steps: list[dict[str, object]] = [
+        {"op": "set_start_mode", "service": "SMTPSVC", "start_mode": "delayed-auto"},
+        {"op": "start_service", "service": "SMTPSVC"},
+        {"op": "continue_service", "service": "SMTPSVC"},
+    ]
+    steps += [
+        {"op": "instance", "id": 100 + n, "command": "continue", "via": ["method", "server_command"]}
+        for n in range(count)
+    ]
+    return {"protocol": 1, "action": "apply", "steps": steps, "settle_timeout_s": 600, "poll_ms": 500}
+
+
+# --- syntax --------------------------------------------------------------
+
+
+def test_checker_finds_a_known_good_script_clean() -> None:
+    assert syntax_problems("function F($a) {\n    if ($a) { 'yes' } else { \"no $a\" }\n}\nF 1\n") == []
+
+
+@pytest.mark.parametrize(
+    ("breakage", "line"),
+    [
+        (lambda s: s.replace("function Test-Stable($Observation) {\n", "function Test-Stable($Observation) {\n    if ($true) {\n", 1), None),
+        (lambda s: s.replace("'0x{0:X8}'", "'0x{0:X8}", 1), None),
+        (lambda s: s.replace("[Convert]::ToBase64String(", "[Convert]::ToBase64String(\n", 1).rstrip(")\n") + "\n", None),
+        (lambda s: s.replace("    $r\n}\n\nfunction Get-ServiceInfo", "    $r\n\nfunction Get-ServiceInfo", 1), None),
+    ],
+    ids=["extra-open-brace", "unterminated-string", "missing-paren", "missing-close-brace"],
+)
+def test_checker_catches_a_broken_agent(agent: str, breakage, line) -> None:
+    broken = breakage(agent)
+    assert broken != agent, "the breakage did not apply; the agent changed shape"
+    problems = syntax_problems(broken)
+    assert problems, "the syntax checker accepted a broken agent"
+    assert all(re.match(r"^\d+:\d+: ", p) for p in problems)
+
+
+def test_agent_file_parses(agent: str) -> None:
+    assert syntax_problems(agent) == []
+
+
+def test_agent_as_sent_parses(normalised: str) -> None:
+    wrapped = wrap_agent(normalised, {"protocol": 1, "action": "observe"})
+    assert syntax_problems(wrapped) == []
+
+
+def test_normalising_changes_nothing_but_comments(agent: str, normalised: str) -> None:
+    # Same syntax tree once comments are set aside: stripping lines did not
+    # join, split or break a statement.
+    shipped = re.sub(r" ?\(comment\)", "", str(parse(agent).root_node))
+    assert shipped == str(parse(normalised).root_node)
+
+
+def test_agent_avoids_what_normalisation_would_break(agent: str) -> None:
+    lines = agent.splitlines()
+    assert not any(line.rstrip().endswith("`") for line in lines), "line continuation"
+    assert not re.search(r"@['\"]\s*$", agent, re.M), "here-string"
+    assert "<#" not in agent, "block comment"
+    for node in walk(parse(agent).root_node):
+        if node.type == "comment":
+            row, column = node.start_point
+            assert lines[row][:column].strip() == "", "comment after code on line %d" % (row + 1)
+
+
+def test_agent_is_ascii(agent: str) -> None:
+    agent.encode("ascii")
+
+
+def test_wrapped_agent_is_one_call_of_a_script_block_with_the_request(normalised: str) -> None:
+    request = {"protocol": 1, "action": "observe"}
+    wrapped = wrap_agent(normalised, request)
+    statements = parse(wrapped).root_node.named_children[0].named_children
+    assert len(statements) == 1
+    (command,) = [n for n in walk(statements[0]) if n.type == "command"][:1]
+    assert text(command.children[0]) == "&"
+    block = command.child_by_field_name("command_name")
+    assert any(n.type == "param_block" for n in walk(block))
+    argument = text(command).rsplit("} ", 1)[1]
+    assert re.fullmatch(r"'[A-Za-z0-9+/=]+'", argument)
+
+
+# --- what it calls -------------------------------------------------------
+
+
+def test_agent_starts_strict(agent: str) -> None:
+    root = parse(agent).root_node
+    assert root.named_children[0].type == "param_block"
+    assert text(root.named_children[0]) == "param([Parameter(Mandatory = $true)][string]$RequestB64)"
+    statements = [n for n in root.named_children[1].named_children if n.type != "comment"]
+    assert [text(n) for n in statements[:2]] == ["Set-StrictMode -Version 2", "$ErrorActionPreference = 'Stop'"]
+
+
+def test_agent_calls_only_allowed_commands(agent: str) -> None:
+    assert command_violations(agent) == []
+    used = {name for name, _ in command_uses(agent)} - defined_functions(agent)
+    # A command left in the list but no longer used is a permission nobody reviews.
+    assert used == set(ALLOWED_COMMANDS)
+
+
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        "Invoke-Expression 'x'",
+        "iex 'x'",
+        "Add-Type -TypeDefinition 'x'",
+        "gci",
+        "ConvertFrom-Json -InputObject '{}' -AsHashtable",
+        "ConvertTo-Json -InputObject 1 -EnumsAsStrings",
+        "1..2 | ForEach-Object -Parallel { $_ }",
+        "& $command",
+        ". $script",
+        "& { 'x' }",
+    ],
+)
+def test_command_check_catches(snippet: str) -> None:
+    assert command_violations(snippet)
+
+
+def test_agent_uses_no_powershell_7_syntax(agent: str) -> None:
+    assert ps7_violations(agent) == []
+
+
+@pytest.mark.parametrize("snippet", ["a && b", "a || b", "$x ?? 1", "$x ??= 1", "$a ? 1 : 2"])
+def test_powershell_7_check_catches(snippet: str) -> None:
+    assert syntax_problems(snippet) == []
+    assert ps7_violations(snippet)
+
+
+def test_null_conditional_member_access_does_not_parse() -> None:
+    # `?.` needs no check of its own: 5.1's grammar, like this one, has no such token.
+    assert syntax_problems("${x}?.y")
+
+
+def test_agent_names_only_allowed_types(agent: str) -> None:
+    assert type_names(agent) == ALLOWED_TYPES
+
+
+def test_agent_builds_no_code_from_text(agent: str) -> None:
+    assert member_names(agent) & FORBIDDEN_MEMBERS == set()
+    assert "scriptblock" not in {t.lower() for t in type_names(agent)}
+
+
+# --- agreement with the protocol document --------------------------------
+
+
+def test_closed_sets_match_the_protocol(agent: str) -> None:
+    sets = doc_closed_sets()
+    assert set(sets) >= {"op", "start_mode", "command", "via", "service"}
+    for field, variable in AGENT_SETS.items():
+        assert sorted(string_values(top_level_assignment(agent, variable))) == sorted(sets[field]), field
+    assert sets["service"] == {"SMTPSVC"}
+    assert "-cne 'SMTPSVC'" in agent
+    assert sorted(string_values(top_level_assignment(agent, "Actions"))) == ["apply", "observe"]
+
+
+def test_control_table_matches_the_protocol(agent: str) -> None:
+    controls = text(top_level_assignment(agent, "Controls"))
+    entries = re.findall(r"'(\w+)' = @\('(\w+)', (\d+)\)", controls)
+    assert {command for command, _, _ in entries} == doc_closed_sets()["command"]
+    (row,) = [r for r in doc_steps_table() if r.startswith("| `instance` |")]
+    for command, method, code in entries:
+        assert "`%s()`" % method in row
+        assert "%s %s" % (code, command) in row
+
+
+def test_agent_writes_every_response_key_of_the_protocol(agent: str) -> None:
+    keys = doc_json_keys("Response")
+    assert {"protocol", "observation", "server_state", "attempts", "delayed_auto_start"} <= keys
+    missing = keys - hash_keys(agent)
+    assert missing == set()
+
+
+def test_agent_writes_no_response_key_outside_the_protocol(agent: str) -> None:
+    # Internal tables and the parsed steps are the only other hashtables.
+    internal = doc_closed_sets()["command"] | {"op", "id", "command", "via", "start_mode"}
+    assert hash_keys(agent) - doc_json_keys("Response") - internal == set()
+
+
+def test_agent_reads_every_request_key_of_the_protocol(agent: str) -> None:
+    keys = doc_json_keys("Request")
+    assert {"protocol", "action", "steps", "settle_timeout_s", "poll_ms", "op", "via"} <= keys
+    literals = set(string_values(parse(agent).root_node))
+    assert keys - literals == set()
+
+
+def test_protocol_examples_are_valid_json() -> None:
+    # The key checks above read these examples; a broken example would hide keys.
+    assert len(doc_json_examples("Request")) == 2
+    (response,) = doc_json_examples("Response")
+    assert set(response) == {"protocol", "agent_version", "action", "ok", "error", "observation",
+                             "steps", "settled", "elapsed_ms"}
+
+
+def test_response_line_prefix_matches_the_protocol(agent: str) -> None:
+    prefix = re.search(r"^   (MAILOPS-AGENT-\d+:)<base64", doc_section("How a call travels"), re.M)
+    assert prefix
+    assert string_values(parse(agent).root_node).count(prefix.group(1)) == 1
+
+
+# --- size ----------------------------------------------------------------
+
+
+def test_agent_stays_within_its_budget(normalised: str) -> None:
+    assert len(normalised.encode("utf-8")) <= AGENT_BUDGET_BYTES
+
+
+def test_large_apply_fits_the_windows_command_line(normalised: str) -> None:
+    shell = shell_loader.get("powershell")
+    command = shell._encode_script(wrap_agent(normalised, apply_request(20)), strict_mode=False, preserve_rc=False)
+    assert command.startswith("PowerShell ")
+    assert len(command) < MAX_COMMAND_CHARS

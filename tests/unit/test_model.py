@@ -1,0 +1,100 @@
+"""Normalisation of raw agent observations."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _model
+from ansible_collections.mailops.iis_smtp.plugins.plugin_utils._model import parse_observation
+
+from .hosts import inst, observation, service, win_error
+
+
+@pytest.mark.parametrize("raw,name", [
+    ("Running", "running"), ("Stopped", "stopped"), ("Paused", "paused"), ("Start Pending", "starting"),
+    ("Stop Pending", "stopping"), ("Continue Pending", "continuing"), ("Pause Pending", "pausing"),
+])
+def test_service_states(raw, name):
+    assert parse_observation(observation(smtp=service(raw))).smtp.state == name
+
+
+@pytest.mark.parametrize("raw,delayed,mode", [
+    ("Auto", False, "auto"), ("Auto", True, "delayed"), ("Manual", False, "manual"),
+    ("Manual", True, "manual"), ("Disabled", False, "disabled"), ("Boot", False, "auto"),
+    ("System", False, "auto"),
+])
+def test_start_modes(raw, delayed, mode):
+    assert parse_observation(observation(smtp=service("Running", raw, delayed))).smtp.start_mode == mode
+
+
+def test_missing_service_has_no_state_or_mode():
+    host = parse_observation(observation(smtp=service(installed=False), instances=[]))
+    assert host.smtp.as_dict() == {"name": "SMTPSVC", "installed": False, "state": None, "start_mode": None}
+    assert not host.smtp_available
+
+
+def test_display_name_when_the_comment_is_empty():
+    host = parse_observation(observation([inst(1, 2), inst(2, 2, comment="App relay")]))
+    assert [i.name for i in host.instances] == ["[SMTP Virtual Server #1]", "App relay"]
+    assert host.instance(2).label == "SMTP virtual server 2 (App relay)"
+    assert host.instance(1).as_dict() == {"id": 1, "name": "[SMTP Virtual Server #1]", "comment": "",
+                                          "bindings": [":25:"], "state": "started", "state_code": 2,
+                                          "auto_start": True}
+
+
+@pytest.mark.parametrize("code,name", sorted(_model.STATE_NAMES.items()))
+def test_every_server_state_code(code, name):
+    instance = parse_observation(observation([inst(1, code)])).instance(1)
+    assert (instance.state, instance.state_code) == (name, code)
+
+
+def test_empty_server_state_with_the_service_stopped_is_stopped():
+    host = parse_observation(observation([inst(1, None)], smtp=service("Stopped")))
+    assert host.instance(1).summary() == {"state": "stopped", "state_code": 4}
+
+
+@pytest.mark.parametrize("smtp", [service("Running"), service("Paused"), service("Start Pending")])
+def test_empty_server_state_otherwise_is_unknown(smtp):
+    host = parse_observation(observation([inst(1, None)], smtp=smtp))
+    assert host.instance(1).summary() == {"state": "unknown", "state_code": None}
+
+
+def test_out_of_range_and_non_integer_codes_are_unknown():
+    host = parse_observation(observation([inst(1, 9), inst(2, True), inst(3, "2")]))
+    assert [i.state for i in host.instances] == ["unknown"] * 3
+
+
+def test_instances_are_sorted_by_id_and_errors_kept():
+    err = win_error("Access is denied.", "0x80070005", "UnauthorizedAccessException")
+    host = parse_observation(observation([inst(3, 2), inst(1, 2, error=err)]))
+    assert [i.id for i in host.instances] == [1, 3]
+    assert host.instance(1).error.describe() == "Windows error 0x80070005 (Access is denied.)"
+    assert host.instance(1).error.access_denied
+    assert host.instance(2) is None
+
+
+def test_host_facts_and_2025():
+    host = parse_observation(observation(build=26100, smtp=service(installed=False), instances=[]))
+    assert host.removed_from_os and not host.smtp_available
+    assert host.host_dict() == {"computer_name": "RELAY01",
+                                "os": {"caption": "Microsoft Windows Server 2025 Standard",
+                                       "version": "10.0.26100", "build": 26100},
+                                "smtp_available": False}
+    assert not parse_observation(observation()).removed_from_os
+
+
+def test_metabase_errors():
+    missing = parse_observation(observation(metabase_error=win_error("Unknown error", "0x80005000")))
+    assert not missing.metabase_ok and not missing.access_denied and missing.instances == ()
+    denied = parse_observation(observation(metabase_error=win_error("Access is denied.", "0x80070005")))
+    assert denied.access_denied
+
+
+def test_odd_values_do_not_crash():
+    obs = observation()
+    obs["os"]["build"] = "not a number"
+    obs["metabase"]["error"] = "plain text"
+    host = parse_observation(obs)
+    assert host.os_build is None
+    assert host.metabase_error.describe() == "plain text"
+    assert _model.parse_error({"message": None}).message == "unknown error"
