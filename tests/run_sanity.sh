@@ -31,10 +31,8 @@ tree_root="${SANITY_TREE:-${TMPDIR:-/tmp}/mailops-iis_smtp-sanity-$(printf '%s' 
 
 pip_quiet() {
     # pip names every extra index location it skips; keep its real messages.
-    local status
+    # (pipefail makes a failing pip fail the pipeline.)
     "$@" 2>&1 | { grep -v 'is neither a file nor a directory' || true; } >&2
-    status="${PIPESTATUS[0]}"
-    return "$status"
 }
 
 ensure_sanity_venv() {

@@ -40,11 +40,10 @@ class ActionModule(ActionBase):
                 fail_on_drift=params["fail_on_drift"],
             )
         except _args.ArgumentError as exc:
-            reason = "invalid_instances" if str(exc).startswith("instance") else "invalid_argument"
-            return validation_failure([str(exc)], reason)
+            return validation_failure([str(exc)], exc.reason)
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
-        result = super().run(tmp, task_vars)
+        result: dict[str, Any] = super().run(tmp, task_vars)
         args = self._enforce_args()
         if isinstance(args, dict):
             result.update(args)

@@ -19,7 +19,7 @@ class ActionModule(ActionBase):
     _supports_async = False
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
-        result = super().run(tmp, task_vars)
+        result: dict[str, Any] = super().run(tmp, task_vars)
         validated = ArgumentSpecValidator(_args.INFO_SPEC).validate(dict(self._task.args))
         if validated.error_messages:
             result.update(failed=True, changed=False, reason="invalid_argument",
@@ -28,7 +28,7 @@ class ActionModule(ActionBase):
         try:
             selectors = _args.selectors(validated.validated_parameters["instances"])
         except _args.ArgumentError as exc:
-            result.update(failed=True, changed=False, reason="invalid_instances", msg="Invalid arguments: %s" % exc)
+            result.update(failed=True, changed=False, reason=exc.reason, msg="Invalid arguments: %s" % exc)
             return result
         result.update(_engine.info(_transport.Channel(self._connection), selectors))
         return result

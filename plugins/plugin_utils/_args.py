@@ -17,7 +17,11 @@ MAX_TIMEOUT = 3600
 
 
 class ArgumentError(ValueError):
-    """A task argument that cannot be used as given."""
+    """A task argument that cannot be used as given; `reason` is the result's reason code."""
+
+    def __init__(self, message: str, reason: str = "invalid_instances") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 INFO_SPEC: dict[str, Any] = {
@@ -73,12 +77,13 @@ def instance_states(value: dict[Any, Any] | None) -> tuple[tuple[Selector, str],
         sel = selector(key, "instance_states key %r" % (key,))
         if state not in DESIRED_STATES:
             raise ArgumentError("instance_states[%r]: %r is not one of %s"
-                                % (key, state, ", ".join(DESIRED_STATES)))
+                                % (key, state, ", ".join(DESIRED_STATES)), "invalid_argument")
         result.append((sel, str(state)))
     return tuple(result)
 
 
 def timeout(value: int) -> int:
     if not 1 <= value <= MAX_TIMEOUT:
-        raise ArgumentError("timeout: %d is out of range; use 1 to %d seconds" % (value, MAX_TIMEOUT))
+        raise ArgumentError("timeout: %d is out of range; use 1 to %d seconds" % (value, MAX_TIMEOUT),
+                            "invalid_argument")
     return value

@@ -357,9 +357,6 @@ def enforce(call: Call, clock: Clock, args: EnforceArgs, check_mode: bool = Fals
     failure: _Failure | None = None
     try:
         while not current.converged:
-            if current.blocked:
-                assert current.blocked_msg is not None
-                raise _Failure(current.blocked, current.blocked_msg)
             remaining = deadline - clock()
             if remaining <= 0 or rounds >= max_rounds:
                 raise _timeout_failure(host, desired, args.timeout, rounds, max_rounds)
@@ -373,6 +370,9 @@ def enforce(call: Call, clock: Clock, args: EnforceArgs, check_mode: bool = Fals
             _stalled(progress, current)
             if any(step.get("id") in progress.failed for step in current.steps):
                 current = plan(host, desired, frozenset(progress.failed))
+            if current.blocked:
+                assert current.blocked_msg is not None
+                raise _Failure(current.blocked, current.blocked_msg)
         if progress.failed:
             failure = _instance_failure(progress, host, desired, args.timeout)
     except _Failure as exc:

@@ -22,14 +22,21 @@ function ConvertTo-AgentError($Exception) {
     # ADSI failures arrive wrapped (MethodInvocationException around
     # TargetInvocationException); the HRESULT that means something is on the
     # COMException inside, e.g. 0x80005000 when the IIS ADSI provider is missing.
+    # Service control failures carry a Win32Exception whose own HResult is a
+    # generic E_FAIL: its NativeErrorCode (1058 disabled) is the meaningful
+    # part, reported as HRESULT_FROM_WIN32 (0x80070422).
     $e = $Exception
-    while ($null -ne $e -and $e -isnot [Runtime.InteropServices.COMException]) {
+    while ($null -ne $e -and $e -isnot [Runtime.InteropServices.COMException] -and $e -isnot [ComponentModel.Win32Exception]) {
         $e = $e.InnerException
     }
     if ($null -eq $e) {
         $e = $Exception
     }
-    @{ message = $e.Message; hresult = '0x{0:X8}' -f $e.HResult; type = $e.GetType().FullName }
+    $code = $e.HResult
+    if ($e -is [ComponentModel.Win32Exception]) {
+        $code = 0x80070000 -bor ($e.NativeErrorCode -band 0xFFFF)
+    }
+    @{ message = $e.Message; hresult = '0x{0:X8}' -f $code; type = $e.GetType().FullName }
 }
 
 function Get-Field($Object, $Name) {
@@ -83,10 +90,10 @@ function Read-Step($Step) {
 function Get-OsInfo {
     $r = @{ caption = $null; version = $null; build = $null; product_type = $null; error = $null }
     try {
-        # Get-WmiObject, not Get-CimInstance: it reads the local WMI service
-        # over DCOM without a CIM session, so it does not depend on how the
-        # WinRM listener is configured, and it is in every Windows PowerShell
-        # (2012 R2 may still run its stock 4.0).
+        # Get-WmiObject: it reads the local WMI service directly, with nothing
+        # to configure, in every Windows PowerShell a 2012 R2-2022 host runs.
+        # Get-CimInstance would work locally too; its WS-Man default matters
+        # only for remote queries, which the agent never makes.
         $os = Get-WmiObject -Class Win32_OperatingSystem
         $r.caption = [string]$os.Caption
         $r.version = [string]$os.Version
@@ -198,9 +205,12 @@ function Invoke-Way($Step, $Via) {
             throw ('sc.exe config SMTPSVC exited with ' + $LASTEXITCODE + ': ' + ($output -join ' '))
         }
     } elseif ($Step.op -ceq 'start_service') {
-        Start-Service -Name SMTPSVC -WarningAction SilentlyContinue
+        # ServiceController.Start returns at once; Start-Service would block
+        # for as long as the service stays Start Pending, past any deadline.
+        # The settle loop below waits instead, bounded by settle_timeout_s.
+        (Get-Service -Name SMTPSVC).Start()
     } elseif ($Step.op -ceq 'continue_service') {
-        Resume-Service -Name SMTPSVC -WarningAction SilentlyContinue
+        (Get-Service -Name SMTPSVC).Continue()
     } elseif ($Via -ceq 'method') {
         # Two ways because neither is documented for SMTP (WINDOWS_FACTS,
         # "NOT VERIFIED"); the controller says which to try and in what order.

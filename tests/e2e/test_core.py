@@ -251,3 +251,28 @@ def test_failures_are_named_and_bad_input_changes_nothing(sim):
 
     local = result(run, "localhost", "not windows")
     assert local["reason"] == "not_windows"
+
+
+def test_transport_failures_through_real_winrm(sim):
+    fleet = sim({"defaults": DEFAULTS, "hosts": {
+        "refused": {"unreachable": True},
+        "badauth": {"faults": {"http_401": True}},
+        "fault": {"faults": {"wsman_fault": True}},
+        "garbage": {"faults": {"agent_output": {"kind": "garbage"}}},
+        "truncated": {"faults": {"agent_output": {"kind": "truncated"}}},
+        "nonzero": {"faults": {"agent_output": {"kind": "nonzero_exit"}}},
+    }})
+    run = fleet.play(play("""
+    - name: read
+      mailops.iis_smtp.virtual_server_info:
+      ignore_errors: true
+"""))
+    fleet.stop()
+    expected = {"refused": "connection_failed", "badauth": "auth_failed", "fault": "winrm_fault",
+                "garbage": "agent_output_invalid", "truncated": "agent_output_invalid",
+                "nonzero": "agent_exit_nonzero"}
+    got = {host: result(run, host, "read").get("reason") for host in expected}
+    assert got == expected, {h: result(run, h, "read").get("msg") for h in expected}
+    for host in expected:
+        assert run.status(host, "read") == "failed"
+        assert fleet.password(host) not in result(run, host, "read")["msg"]

@@ -69,6 +69,7 @@ SERVICE_DISABLED = (
     "0x80070422",
 )
 DEPENDENCY_FAILED = ("The dependency service or group failed to start.", "0x8007042C")
+ALREADY_RUNNING = ("An instance of the service is already running.", "0x80070420")
 CANNOT_ACCEPT = ("The service cannot accept control messages at this time.", "0x80070425")
 NOT_ACTIVE = ("The service has not been started.", "0x80070426")
 NO_SUCH_SERVICE = ("The specified service does not exist as an installed service.", "0x80070424")
@@ -435,14 +436,16 @@ class Host:
         return None
 
     def _start_smtpsvc(self, asked: _Instance | None, effects: list[str]) -> Error | None:
-        """Start-Service SMTPSVC; the SCM starts IISADMIN first."""
+        """ServiceController.Start on SMTPSVC; the SCM starts IISADMIN first."""
         service = self.smtpsvc
         if not service.installed:
             return _no_service()
         if self._spec.access_denied:
             return _err(ACCESS_DENIED, _WIN32_EXC)
         if service.state != "Stopped":
-            return None
+            # StartService on a running or paused service fails with
+            # ERROR_SERVICE_ALREADY_RUNNING (1056).
+            return _err(ALREADY_RUNNING, _WIN32_EXC)
         if service.start_mode == "Disabled":
             return _err(SERVICE_DISABLED, _WIN32_EXC)
         fault = self._fire("service_start_error", "apply")

@@ -848,8 +848,7 @@ class Endpoint:
     scheme: str
     auth: str
     username: str
-    password: str
-    unreachable: bool
+    password: str = field(repr=False)
 
 
 def validate_hosts(hosts: Iterable[HostLike]) -> list[HostLike]:
@@ -940,7 +939,6 @@ class Simulator:
                 host.auth,
                 host.username,
                 host.password,
-                host.unreachable,
             )
 
     def _refuse(self, port: int) -> int:

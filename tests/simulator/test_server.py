@@ -162,7 +162,7 @@ def test_ntlm_over_http_encrypts_messages(fleet: Any, request_log: io.StringIO) 
     assert [e["status"] for e in log_entries(request_log)].count(401) == 2
 
 
-def test_plain_body_on_encrypted_session_is_refused_without_context(fleet: Any) -> None:
+def test_ntlm_host_challenges_an_unauthenticated_request(fleet: Any) -> None:
     running = fleet(ScriptedHost("relay01", auth="ntlm"))
     endpoint = running.simulator.endpoints["relay01"]
     response = requests.post(

@@ -84,16 +84,18 @@ def simulator(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
 
 
 def _protocol(variables: dict[str, Any]) -> Protocol:
-    return Protocol(
-        f"{variables['ansible_winrm_scheme']}://{variables['ansible_host']}:{variables['ansible_port']}/wsman",
-        transport=variables["ansible_winrm_transport"],
-        username=variables["ansible_user"],
-        password=variables["ansible_password"],
-        server_cert_validation=variables["ansible_winrm_server_cert_validation"],
-        ca_trust_path=variables.get("ansible_winrm_ca_trust_path", "legacy_requests"),
-        read_timeout_sec=variables["ansible_winrm_read_timeout_sec"],
-        operation_timeout_sec=variables["ansible_winrm_operation_timeout_sec"],
-    )
+    options: dict[str, Any] = {
+        "transport": variables["ansible_winrm_transport"],
+        "username": variables["ansible_user"],
+        "password": variables["ansible_password"],
+        "server_cert_validation": variables["ansible_winrm_server_cert_validation"],
+        # None: trust only what the inventory names, not the environment's bundle.
+        "ca_trust_path": variables.get("ansible_winrm_ca_trust_path"),
+        "read_timeout_sec": variables["ansible_winrm_read_timeout_sec"],
+        "operation_timeout_sec": variables["ansible_winrm_operation_timeout_sec"],
+    }
+    endpoint = f"{variables['ansible_winrm_scheme']}://{variables['ansible_host']}:{variables['ansible_port']}/wsman"
+    return Protocol(endpoint, **options)
 
 
 def _run(protocol: Protocol, command: str, arguments: list[str]) -> tuple[bytes, bytes, int]:

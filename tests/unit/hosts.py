@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.mailops.iis_smtp.plugins.plugin_utils._model import Host, Instance
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
@@ -75,7 +77,15 @@ def step_result(op: str, ident: int | None = None, command: str | None = None,
 
 def load(name: str) -> list[dict[str, Any]]:
     """A recorded sequence of agent responses."""
-    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))["responses"]
+    responses: list[dict[str, Any]] = json.loads((FIXTURES / name).read_text(encoding="utf-8"))["responses"]
+    return responses
+
+
+def one(host: Host, ident: int) -> Instance:
+    """The instance with this id, which the test knows exists."""
+    found = host.instance(ident)
+    assert found is not None, "no instance %d" % ident
+    return found
 
 
 class Clock:
@@ -109,11 +119,12 @@ class Replay:
         item = self.responses.pop(0)
         if isinstance(item, BaseException):
             raise item
-        if item.get("settled") is False:
+        answer: dict[str, Any] = item
+        if answer.get("settled") is False:
             self.clock.now += request.get("settle_timeout_s", 0)
         else:
             self.clock.now += self.per_call
-        return item
+        return answer
 
     @property
     def steps_sent(self) -> list[dict[str, Any]]:

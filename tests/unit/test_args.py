@@ -28,7 +28,7 @@ def test_selectors_keep_ids_and_names_in_order():
 def test_bad_selectors(value, words):
     with pytest.raises(_args.ArgumentError) as err:
         _args.selectors(value)
-    assert words in str(err.value)
+    assert words in str(err.value) and err.value.reason == "invalid_instances"
 
 
 def test_instance_states():
@@ -36,21 +36,22 @@ def test_instance_states():
     assert _args.instance_states(None) == ()
 
 
-@pytest.mark.parametrize("value,words", [
-    ({0: "started"}, "instance_states key 0: instance id 0 is invalid"),
-    ({"": "started"}, "must not be empty"),
-    ({1: "running"}, "instance_states[1]: 'running' is not one of started, stopped, paused"),
+@pytest.mark.parametrize("value,words,reason", [
+    ({0: "started"}, "instance_states key 0: instance id 0 is invalid", "invalid_instances"),
+    ({"": "started"}, "must not be empty", "invalid_instances"),
+    ({1: "running"}, "instance_states[1]: 'running' is not one of started, stopped, paused", "invalid_argument"),
 ])
-def test_bad_instance_states(value, words):
+def test_bad_instance_states(value, words, reason):
     with pytest.raises(_args.ArgumentError) as err:
         _args.instance_states(value)
-    assert words in str(err.value)
+    assert words in str(err.value) and err.value.reason == reason
 
 
 @pytest.mark.parametrize("value", [0, 3601, -1])
 def test_timeout_range(value):
-    with pytest.raises(_args.ArgumentError, match="use 1 to 3600 seconds"):
+    with pytest.raises(_args.ArgumentError, match="use 1 to 3600 seconds") as err:
         _args.timeout(value)
+    assert err.value.reason == "invalid_argument"
     assert _args.timeout(3600) == 3600
 
 

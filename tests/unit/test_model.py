@@ -7,7 +7,7 @@ import pytest
 from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _model
 from ansible_collections.mailops.iis_smtp.plugins.plugin_utils._model import parse_observation
 
-from .hosts import inst, observation, service, win_error
+from .hosts import inst, observation, one, service, win_error
 
 
 @pytest.mark.parametrize("raw,name", [
@@ -36,31 +36,33 @@ def test_missing_service_has_no_state_or_mode():
 def test_display_name_when_the_comment_is_empty():
     host = parse_observation(observation([inst(1, 2), inst(2, 2, comment="App relay")]))
     assert [i.name for i in host.instances] == ["[SMTP Virtual Server #1]", "App relay"]
-    assert host.instance(2).label == "SMTP virtual server 2 (App relay)"
-    assert host.instance(1).as_dict() == {"id": 1, "name": "[SMTP Virtual Server #1]", "comment": "",
+    assert one(host, 2).label == "SMTP virtual server 2 (App relay)"
+    assert one(host, 1).as_dict() == {"id": 1, "name": "[SMTP Virtual Server #1]", "comment": "",
                                           "bindings": [":25:"], "state": "started", "state_code": 2,
                                           "auto_start": True}
 
 
 @pytest.mark.parametrize("code,name", sorted(_model.STATE_NAMES.items()))
 def test_every_server_state_code(code, name):
-    instance = parse_observation(observation([inst(1, code)])).instance(1)
+    instance = one(parse_observation(observation([inst(1, code)])), 1)
     assert (instance.state, instance.state_code) == (name, code)
 
 
 def test_empty_server_state_with_the_service_stopped_is_stopped():
     host = parse_observation(observation([inst(1, None)], smtp=service("Stopped")))
-    assert host.instance(1).summary() == {"state": "stopped", "state_code": 4}
+    assert one(host, 1).summary() == {"state": "stopped", "state_code": 4}
 
 
 @pytest.mark.parametrize("smtp", [service("Running"), service("Paused"), service("Start Pending")])
 def test_empty_server_state_otherwise_is_unknown(smtp):
     host = parse_observation(observation([inst(1, None)], smtp=smtp))
-    assert host.instance(1).summary() == {"state": "unknown", "state_code": None}
+    assert one(host, 1).summary() == {"state": "unknown", "state_code": None}
 
 
 def test_out_of_range_and_non_integer_codes_are_unknown():
-    host = parse_observation(observation([inst(1, 9), inst(2, True), inst(3, "2")]))
+    raw = [inst(1, 9), inst(2, True), inst(3)]
+    raw[2]["server_state"] = "2"
+    host = parse_observation(observation(raw))
     assert [i.state for i in host.instances] == ["unknown"] * 3
 
 
@@ -68,8 +70,9 @@ def test_instances_are_sorted_by_id_and_errors_kept():
     err = win_error("Access is denied.", "0x80070005", "UnauthorizedAccessException")
     host = parse_observation(observation([inst(3, 2), inst(1, 2, error=err)]))
     assert [i.id for i in host.instances] == [1, 3]
-    assert host.instance(1).error.describe() == "Windows error 0x80070005 (Access is denied.)"
-    assert host.instance(1).error.access_denied
+    error = one(host, 1).error
+    assert error is not None and error.describe() == "Windows error 0x80070005 (Access is denied.)"
+    assert error.access_denied
     assert host.instance(2) is None
 
 
@@ -96,5 +99,5 @@ def test_odd_values_do_not_crash():
     obs["metabase"]["error"] = "plain text"
     host = parse_observation(obs)
     assert host.os_build is None
-    assert host.metabase_error.describe() == "plain text"
-    assert _model.parse_error({"message": None}).message == "unknown error"
+    assert host.metabase_error == _model.WinError("plain text")
+    assert _model.parse_error({"message": None}) == _model.WinError("unknown error")

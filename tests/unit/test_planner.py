@@ -7,7 +7,7 @@ import pytest
 from ansible_collections.mailops.iis_smtp.plugins.plugin_utils._model import parse_observation
 from ansible_collections.mailops.iis_smtp.plugins.plugin_utils._planner import Desired, path, plan
 
-from .hosts import inst, observation, service
+from .hosts import inst, observation, one, service
 
 STABLE = {"started": 2, "stopped": 4, "paused": 6}
 TRANSITIONAL = {"starting": 1, "stopping": 3, "pausing": 5, "continuing": 7}
@@ -38,10 +38,10 @@ def test_every_pair_with_the_service_running(observed, desired):
     result = plan(host_with(code), only(desired))
     expected = EXPECTED_PATH[(observed, desired)]
     assert result.instance_actions[1] == expected
-    assert result.predicted.instance(1).state == desired
-    assert result.predicted.instance(1).state_code == STABLE[desired]
+    assert one(result.predicted, 1).state == desired
+    assert one(result.predicted, 1).state_code == STABLE[desired]
     # The other instance is not targeted and keeps its state.
-    assert result.predicted.instance(2).state == "started"
+    assert one(result.predicted, 2).state == "started"
     assert result.service_actions == ()
     if observed in TRANSITIONAL:
         assert result.waiting and result.steps == ()
@@ -61,7 +61,7 @@ def test_instance_step_shape_tries_the_method_then_server_command():
 @pytest.mark.parametrize("desired,command", [("started", "start"), ("stopped", "stop"), ("paused", "pause")])
 def test_unknown_state_gets_the_command_named_after_the_goal(desired, command):
     host = host_with(None)
-    assert host.instance(1).state == "unknown"
+    assert one(host, 1).state == "unknown"
     result = plan(host, only(desired))
     assert [s["command"] for s in result.steps] == [command]
     assert path("unknown", desired) == (command,)
@@ -85,7 +85,7 @@ def test_service_start_brings_back_untargeted_auto_start_instances_in_the_predic
     host = parse_observation(observation([inst(1, None, auto_start=False), inst(2, None, auto_start=True)],
                                          smtp=smtp))
     result = plan(host, only("started"))
-    assert result.predicted.instance(2).state == "started"
+    assert one(result.predicted, 2).state == "started"
     assert result.instance_actions == {1: ("start",)}
 
 
@@ -94,7 +94,7 @@ def test_auto_start_instance_that_must_stay_stopped_is_stopped_after_the_service
     host = parse_observation(observation([inst(1, 4, auto_start=False), inst(2, 4, auto_start=True)], smtp=smtp))
     result = plan(host, Desired(targets=((1, "started"), (2, "stopped"))))
     assert result.instance_actions == {1: ("start",), 2: ("stop",)}
-    assert result.predicted.instance(2).state == "stopped"
+    assert one(result.predicted, 2).state == "stopped"
 
 
 def test_stopped_service_and_stopped_targets_need_nothing():
@@ -144,7 +144,7 @@ def test_disabled_stopped_service_blocks_a_start():
     host = parse_observation(observation([inst(1, 4)], smtp=service("Stopped", "Disabled")))
     result = plan(host, only("started"))
     assert result.blocked == "service_disabled"
-    assert "service_start_mode" in result.blocked_msg
+    assert "service_start_mode" in str(result.blocked_msg)
     assert result.steps == () and not result.converged
 
 
@@ -215,7 +215,7 @@ def test_skipped_instances_keep_their_state_and_get_no_step():
     host = parse_observation(observation([inst(1, 4), inst(2, 4)]))
     result = plan(host, Desired(targets=((1, "started"), (2, "started"))), skip=frozenset({1}))
     assert [s["id"] for s in result.steps] == [2]
-    assert result.predicted.instance(1).state == "stopped"
+    assert one(result.predicted, 1).state == "stopped"
     assert 1 not in result.instance_actions
 
 

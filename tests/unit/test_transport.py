@@ -161,7 +161,7 @@ def test_connection_errors_map_to_protocol_codes(exc, code):
     assert err.value.code == code
 
 
-def test_password_like_text_is_not_invented_by_the_mapping():
+def test_connection_failure_message_quotes_the_cause():
     err = t.classify_exception(AnsibleConnectionFailure("plain failure"))
     assert err.message == "could not talk to the host: plain failure"
 
@@ -223,11 +223,11 @@ class TestChannel:
         assert err.value.code == "agent_output_invalid" and len(conn.commands) == 2
 
     def test_a_failing_reset_is_reported_as_its_own_error(self):
-        conn = RecordingConnection([self.ok(), AnsibleConnectionFailure("reset by peer")])
+        class ReconnectRefused(RecordingConnection):
+            def reset(self):
+                raise InvalidCredentialsError("401 on reconnect")
 
-        def reset():
-            raise InvalidCredentialsError("401 on reconnect")
-        conn.reset = reset
+        conn = ReconnectRefused([self.ok(), AnsibleConnectionFailure("reset by peer")])
         channel = t.Channel(conn, AGENT)
         channel(self.OBSERVE)
         with pytest.raises(t.AgentError) as err:
