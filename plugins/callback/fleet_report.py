@@ -39,11 +39,31 @@ import os
 import time
 from typing import Any
 
+from ansible.playbook.block import Block
 from ansible.plugins.callback import CallbackBase
 
 from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _report
 
+OUR_ACTIONS = _report.VS_ACTIONS | _report.INFO_ACTIONS
 NOT_RUN_REASON = "the play ended before this host ran (max_fail_percentage reached or a serial batch failed)"
+
+
+def _tasks_use_collection(items: Any) -> bool:
+    for item in items or []:
+        if isinstance(item, Block):
+            if _tasks_use_collection(item.block) or _tasks_use_collection(item.rescue) or _tasks_use_collection(item.always):
+                return True
+        elif (getattr(item, "resolved_action", None) or getattr(item, "action", None)) in OUR_ACTIONS:
+            return True
+    return False
+
+
+def _play_uses_collection(play: Any) -> bool:
+    """Whether the play's static tasks (roles included) call this collection's actions."""
+    try:
+        return _tasks_use_collection(play.compile())
+    except Exception:  # A callback must never break the run; the results decide then.
+        return False
 
 
 class CallbackModule(CallbackBase):
@@ -54,8 +74,10 @@ class CallbackModule(CallbackBase):
 
     def __init__(self) -> None:
         super().__init__()
-        self._targeted: dict[str, str] = {}
-        self._events: list[_report.Event] = []
+        # play key -> (play name, targeted host names, whether it uses this collection)
+        self._plays: dict[str, tuple[str, list[str], bool]] = {}
+        self._current: str | None = None
+        self._events: list[tuple[str | None, _report.Event]] = []
         self._playbook = ""
         self._started = time.time()
         self._play_check_mode = False
@@ -67,11 +89,12 @@ class CallbackModule(CallbackBase):
         # Called once per serial batch with the inventory restricted to it, so
         # resolve the play's hosts ignoring that restriction (but not --limit).
         name = play.get_name()
-        variable_manager = play.get_variable_manager()
-        inventory = getattr(variable_manager, "_inventory", None)
-        if inventory is not None:
-            for host in inventory.get_hosts(play.hosts, ignore_restrictions=True):
-                self._targeted.setdefault(host.name, name)
+        key = f"{getattr(play, '_uuid', '')}:{name}"
+        self._current = key
+        if key not in self._plays:
+            inventory = getattr(play.get_variable_manager(), "_inventory", None)
+            hosts = [h.name for h in inventory.get_hosts(play.hosts, ignore_restrictions=True)] if inventory else []
+            self._plays[key] = (name, hosts, _play_uses_collection(play))
         check = play.check_mode
         self._play_check_mode = bool(check) if isinstance(check, bool) else bool(self._cli_check())
 
@@ -85,7 +108,7 @@ class CallbackModule(CallbackBase):
         task = result._task
         action = getattr(task, "resolved_action", None) or task.action
         raw = result._result if isinstance(result._result, dict) else {}
-        ours = action in _report.VS_ACTIONS | _report.INFO_ACTIONS
+        ours = action in OUR_ACTIONS
         if not ours and status not in ("failed", "unreachable"):
             return
         # The worker sends the task's fields after templating; the task object
@@ -94,14 +117,14 @@ class CallbackModule(CallbackBase):
         check = fields.get("check_mode")
         if not isinstance(check, bool):
             check = task.check_mode if isinstance(task.check_mode, bool) else self._play_check_mode
-        self._events.append(_report.Event(
+        self._events.append((self._current, _report.Event(
             host=result._host.get_name(),
             task=task.get_name(),
             action=action,
             status=status,
             check_mode=check,
             result=_report.sanitize_result(raw) if ours else {"msg": str(raw.get("msg", ""))},
-        ))
+        )))
 
     def v2_runner_on_ok(self, result: Any) -> None:
         self._record(result, "changed" if result._result.get("changed") else "ok")
@@ -116,8 +139,19 @@ class CallbackModule(CallbackBase):
         self._record(result, "skipped")
 
     def v2_playbook_on_stats(self, stats: Any) -> None:
+        # A play counts when it uses this collection's actions, seen in its
+        # tasks or (for dynamic includes) in its results; other plays of the
+        # same playbook (a localhost step, say) stay out of the report.
+        ran = {key for key, event in self._events if event.action in OUR_ACTIONS}
+        counted = {key for key, (_, _, uses) in self._plays.items() if uses or key in ran}
+        targeted: dict[str, str] = {}
+        for key, (name, hosts, _) in self._plays.items():
+            if key in counted:
+                for host in hosts:
+                    targeted.setdefault(host, name)
+        events = [event for key, event in self._events if key in counted]
         report = _report.build_report(
-            self._targeted, self._events, playbook=self._playbook, not_run_reason=NOT_RUN_REASON,
+            targeted, events, playbook=self._playbook, not_run_reason=NOT_RUN_REASON,
             started=self._started, finished=time.time(),
         )
         out = os.path.abspath(self.get_option("dir"))

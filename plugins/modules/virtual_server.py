@@ -22,7 +22,7 @@ description:
     instances fails the task before anything is changed.
 version_added: 1.0.0
 author:
-  - mailops
+  - mailops maintainers (@mailops)
 options:
   instances:
     description:
@@ -64,12 +64,14 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Only observes; RV(changed) and the diff are the exact prediction.
+    description: Only observes; C(changed) and the diff are the exact prediction.
   diff_mode:
     support: full
     description: Shows the service and instance states before and after.
   platform:
+    support: full
     platforms: windows
+    description: Any connection whose shell is PowerShell (winrm, psrp, ssh).
 notes:
   - Works over any connection whose shell is PowerShell (winrm, psrp, ssh with
     C(ansible_shell_type=powershell)); needs a local administrator.
@@ -137,7 +139,7 @@ virtual_servers:
 operations:
   description:
     - What was sent to the host, in order, and whether it succeeded. Empty in check mode.
-    - Service steps have RV(operations[].service); instance steps RV(operations[].id) and RV(operations[].command).
+    - Service steps have C(service); instance steps C(id) and C(command).
   returned: when the host could be observed
   type: list
   elements: dict

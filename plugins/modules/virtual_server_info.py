@@ -15,7 +15,7 @@ description:
   - Such hosts do not fail the task; it fails only when the host cannot be read.
 version_added: 1.0.0
 author:
-  - mailops
+  - mailops maintainers (@mailops)
 options:
   instances:
     description:
@@ -30,8 +30,11 @@ attributes:
     description: Read-only; runs the same in check mode.
   diff_mode:
     support: none
+    description: Read-only; there is nothing to show a difference of.
   platform:
+    support: full
     platforms: windows
+    description: Any connection whose shell is PowerShell (winrm, psrp, ssh).
 seealso:
   - module: mailops.iis_smtp.virtual_server
 """
@@ -64,9 +67,9 @@ host:
     smtp_available: true
 service:
   description:
-    - The C(SMTPSVC) service. RV(service.state) is one of V(running), V(stopped), V(paused),
+    - The C(SMTPSVC) service. C(state) is one of V(running), V(stopped), V(paused),
       V(starting), V(stopping), V(pausing), V(continuing) or null when not installed.
-    - RV(service.start_mode) is one of V(auto), V(delayed), V(manual), V(disabled) or null.
+    - C(start_mode) is one of V(auto), V(delayed), V(manual), V(disabled) or null.
   returned: success
   type: dict
   sample: {name: SMTPSVC, installed: true, state: running, start_mode: auto}
@@ -79,8 +82,8 @@ virtual_servers:
   description:
     - Every SMTP virtual server (or those in O(instances)), sorted by id. Empty when SMTP is not
       available on the host.
-    - RV(virtual_servers[].state) is the C(ServerState) name; V(unknown) with a null
-      RV(virtual_servers[].state_code) when it reads empty and cannot be inferred. An empty
+    - C(state) is the C(ServerState) name; V(unknown) with a null
+      C(state_code) when it reads empty and cannot be inferred. An empty
       C(ServerState) while the service is stopped is reported as V(stopped).
   returned: success
   type: list
@@ -95,7 +98,7 @@ virtual_servers:
       auto_start: true
 findings:
   description:
-    - Problems found. RV(findings[].rule) is one of V(smtp_instance_stopped), V(smtp_instance_paused),
+    - Problems found. C(rule) is one of V(smtp_instance_stopped), V(smtp_instance_paused),
       V(smtp_service_disabled), V(smtp_service_not_running), V(smtp_feature_missing),
       V(smtp_removed_from_os), V(metabase_unavailable) (severity V(error)) or
       V(instance_transitional) (severity V(warning)).

@@ -70,6 +70,9 @@ class _Progress:
     operations: list[dict[str, Any]] = field(default_factory=list)
     sent: dict[int, list[str]] = field(default_factory=dict)
     failed: dict[int, tuple[str, WinError | None]] = field(default_factory=dict)
+    # Instances whose command failed because they moved under us (a reboot,
+    # another administrator); they get one more plan before being given up.
+    excused: set[int] = field(default_factory=set)
 
 
 # ---------------------------------------------------------------- selection
@@ -144,8 +147,7 @@ def _checked_call(call: Call, request: dict[str, Any]) -> tuple[dict[str, Any], 
 
 
 def _check_readable(host: Host) -> None:
-    if host.access_denied:
-        assert host.metabase_error is not None
+    if host.access_denied and host.metabase_error is not None:
         raise _Failure("access_denied", "access to IIS://localhost/SMTPSVC was denied (%s): connect as a "
                        "member of the local Administrators group" % host.metabase_error.describe())
 
@@ -200,11 +202,13 @@ def _enforce_result(args: EnforceArgs, desired: Desired, before: Host, after: Ho
     finishes a transition on its own while we wait is not a change of ours.
     """
     acted = any(op.get("ok") for op in operations) if predicted_change is None else predicted_change
-    ids = [inst_id for inst_id, _ in desired.targets]
+    ids = [inst_id for inst_id, _want in desired.targets]
     servers = []
-    for inst_id, want in desired.targets:
-        b = before.instance(inst_id)
-        assert b is not None, "targets are resolved from the first observation"
+    for b in before.instances:
+        inst_id = b.id
+        want = desired.state_of(inst_id)
+        if want is None:
+            continue
         a = after.instance(inst_id) or b
         acts = actions.get(inst_id, [])
         sent_ok = any(op.get("ok") and op.get("id") == inst_id for op in operations)
@@ -228,7 +232,7 @@ def _fail(result: dict[str, Any], reason: str, msg: str) -> dict[str, Any]:
 def info(call: Call, selectors: tuple[Selector, ...] | None = None) -> dict[str, Any]:
     """Result of virtual_server_info: read-only, fails only when the host cannot be read."""
     try:
-        _, host = _checked_call(call, observe_request())
+        host = _checked_call(call, observe_request())[1]
         _check_readable(host)
         ids = None if selectors is None else {resolve(host, s) for s in selectors}
     except _Failure as exc:
@@ -244,8 +248,19 @@ def info(call: Call, selectors: tuple[Selector, ...] | None = None) -> dict[str,
 
 # ---------------------------------------------------------------- enforce
 
-def _record(progress: _Progress, response: dict[str, Any]) -> tuple[str, WinError | None] | None:
-    """Add the step outcomes to progress; return the first failed service step, if any."""
+def _moved(inst_id: int, planned_from: Host, now: Host) -> bool:
+    then, after = planned_from.instance(inst_id), now.instance(inst_id)
+    return then is not None and after is not None and then.state != after.state
+
+
+def _record(progress: _Progress, response: dict[str, Any], planned_from: Host,
+            now: Host) -> tuple[str, WinError | None] | None:
+    """Add the step outcomes to progress; return the first failed service step, if any.
+
+    A failed instance command counts as a failure of the instance unless the
+    instance was found in another state than the one the command was planned
+    for: then the command was wrong, not the instance, and it is planned again once.
+    """
     service_failure = None
     for step in response.get("steps") or []:
         op = {"op": step.get("op"), "ok": bool(step.get("ok"))}
@@ -255,7 +270,10 @@ def _record(progress: _Progress, response: dict[str, Any]) -> tuple[str, WinErro
             op.update(id=inst_id, command=step.get("command"))
             progress.sent.setdefault(inst_id, []).append(str(step.get("command")))
             if not op["ok"]:
-                progress.failed[inst_id] = (str(step.get("command")), err)
+                if _moved(inst_id, planned_from, now) and inst_id not in progress.excused:
+                    progress.excused.add(inst_id)
+                else:
+                    progress.failed[inst_id] = (str(step.get("command")), err)
         else:
             op["service"] = "SMTPSVC"
             if not op["ok"] and service_failure is None:
@@ -325,7 +343,7 @@ def enforce(call: Call, clock: Clock, args: EnforceArgs, check_mode: bool = Fals
     """Result of virtual_server: converge the host, or in check mode predict exactly what would change."""
     deadline = clock() + args.timeout
     try:
-        _, before = _checked_call(call, observe_request())
+        before = _checked_call(call, observe_request())[1]
         _check_available(before)
     except _Failure as exc:
         return _fail({"changed": False, "state": args.state}, exc.reason, exc.msg)
@@ -339,7 +357,6 @@ def enforce(call: Call, clock: Clock, args: EnforceArgs, check_mode: bool = Fals
         actions = {k: list(v) for k, v in current.instance_actions.items()}
         result = _enforce_result(args, desired, before, current.predicted, actions, [], current.changes)
         if current.blocked:
-            assert current.blocked_msg is not None
             result["changed"] = False
             return _fail(result, current.blocked, current.blocked_msg)
         if args.fail_on_drift and current.changes:
@@ -361,9 +378,10 @@ def enforce(call: Call, clock: Clock, args: EnforceArgs, check_mode: bool = Fals
             if remaining <= 0 or rounds >= max_rounds:
                 raise _timeout_failure(host, desired, args.timeout, rounds, max_rounds)
             batch = current.steps[:MAX_STEPS_PER_APPLY]
+            planned_from = host
             response, host = _checked_call(call, apply_request(batch, remaining, args.poll_ms))
             rounds += 1
-            service_failed = _record(progress, response)
+            service_failed = _record(progress, response, planned_from, host)
             if service_failed is not None:
                 raise _service_failure(*service_failed)
             current = plan(host, desired, frozenset(progress.failed))
@@ -371,7 +389,6 @@ def enforce(call: Call, clock: Clock, args: EnforceArgs, check_mode: bool = Fals
             if any(step.get("id") in progress.failed for step in current.steps):
                 current = plan(host, desired, frozenset(progress.failed))
             if current.blocked:
-                assert current.blocked_msg is not None
                 raise _Failure(current.blocked, current.blocked_msg)
         if progress.failed:
             failure = _instance_failure(progress, host, desired, args.timeout)

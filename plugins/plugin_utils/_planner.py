@@ -57,7 +57,7 @@ class Plan:
     instance_actions: dict[int, tuple[str, ...]] = field(default_factory=dict)
     service_actions: tuple[str, ...] = ()
     blocked: str | None = None
-    blocked_msg: str | None = None
+    blocked_msg: str = ""
 
     @property
     def converged(self) -> bool:
@@ -121,7 +121,10 @@ def plan(host: Host, desired: Desired, skip: frozenset[int] = frozenset()) -> Pl
     """
     smtp = host.smtp
     want_mode = desired.start_mode
-    mode_change = want_mode is not None and want_mode != smtp.start_mode
+    mode_ops: list[dict[str, Any]] = []
+    if want_mode is not None and want_mode != smtp.start_mode:
+        mode_ops.append(_service_step("set_start_mode", start_mode=SC_START_MODES[want_mode]))
+    mode_change = bool(mode_ops)
     needs_running = _needs_commands(host, desired, skip)
     service_ops: list[str] = []
     service_now: list[dict[str, Any]] = []
@@ -179,10 +182,6 @@ def plan(host: Host, desired: Desired, skip: frozenset[int] = frozenset()) -> Pl
         elif commands and not service_now and not service_waiting:
             instance_now.append(instance_step(inst_id, commands[0]))
 
-    mode_ops: list[dict[str, Any]] = []
-    if mode_change:
-        assert want_mode is not None
-        mode_ops.append(_service_step("set_start_mode", start_mode=SC_START_MODES[want_mode]))
     # A disabled service refuses to start, so disabling comes after everything
     # that may need it running, and enabling comes before.
     if want_mode == "disabled":

@@ -192,6 +192,14 @@ def _verify_mismatches(vs: Event, info: Event | None) -> list[str]:
     return problems
 
 
+def _not_yet_desired(vs: Event) -> list[str]:
+    lines = []
+    for item in vs.result.get("virtual_servers") or []:
+        if isinstance(item, Mapping) and _state_of(item.get("before")) != item.get("desired"):
+            lines.append(f"{_instance_label(item)} is {_state_of(item.get('before'))}, desired {item.get('desired')}")
+    return lines
+
+
 def host_status(events: Sequence[Event], not_run_reason: str) -> tuple[str, str | None, str | None]:
     """Decide (status, reason, reason_code) for one host from its events, in order."""
     for event in reversed(events):
@@ -219,6 +227,12 @@ def host_status(events: Sequence[Event], not_run_reason: str) -> tuple[str, str 
             return ("failed", *_failure_reason(info))
         if vs.result.get("changed") or vs.result.get("compliant") is False:
             return "non_compliant", "check mode: a change would be made", None
+        # A transition the engine would only wait out is no change of ours,
+        # but the instance does not serve mail yet: the host row must agree
+        # with its instance rows.
+        moving = _not_yet_desired(vs)
+        if moving:
+            return "non_compliant", "check mode: " + "; ".join(moving), None
         return "compliant", None, None
     if info is not None and info.status == "failed":
         return ("failed", *_failure_reason(info))

@@ -32,6 +32,20 @@ _AGENT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "agent.ps
 # on the WinRM service rather than a wrong address.
 TRANSIENT_CODES = frozenset({"connection_failed"})
 
+# requests buries the cause at the end of a long message that _quote cuts;
+# these name it up front so a user sees "connection refused", not a URL.
+_CONNECTION_CAUSES = (
+    ("connection refused", "connection refused"),
+    ("certificate verify failed", "TLS certificate not trusted"),
+    ("read timed out", "no answer within the read timeout"),
+    ("connect timeout", "connect timed out"),
+    ("connection broken", "connection cut mid-response"),
+    ("connection reset", "connection reset"),
+    ("connection aborted", "connection aborted"),
+    ("name or service not known", "host name not found"),
+    ("no route to host", "no route to host"),
+)
+
 
 class AgentError(Exception):
     """A call that produced no usable response; `code` is one of the protocol's transport codes."""
@@ -146,6 +160,14 @@ def parse_output(rc: int | None, stdout: Any, stderr: Any) -> dict[str, Any]:
     return response
 
 
+def _connection_cause(lowered: str) -> str:
+    """A short " (cause)" for a known connection failure, else ""."""
+    for needle, cause in _CONNECTION_CAUSES:
+        if needle in lowered:
+            return " (%s)" % cause
+    return ""
+
+
 def classify_exception(exc: BaseException) -> AgentError:
     """Map whatever the connection plugin raised to a protocol transport code.
 
@@ -167,7 +189,8 @@ def classify_exception(exc: BaseException) -> AgentError:
     if names & {"AnsibleConnectionFailure", "RequestException", "ConnectionError", "OSError",
                 "WinRMTransportError", "WinRMOperationTimeoutError", "Timeout"} or \
             "timed out" in lowered or "unreachable" in lowered:
-        return AgentError("connection_failed", "could not talk to the host: %s" % _quote(text))
+        return AgentError("connection_failed", "could not talk to the host%s: %s"
+                          % (_connection_cause(lowered), _quote(text)))
     return AgentError("connection_failed", "the connection failed: %s: %s" % (exc.__class__.__name__, _quote(text)))
 
 

@@ -9,14 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-
-def operations(state: dict[str, Any], host: str) -> list[dict[str, Any]]:
-    """The control operations the simulator logged for a host."""
-    return list(state["hosts"][host]["operations"])
-
-
-def operations_since(state: dict[str, Any], host: str, since: float) -> list[dict[str, Any]]:
-    return [op for op in operations(state, host) if float(op["time"]) >= since]
+from tests.e2e.conftest import operations, operations_since
 
 DEFAULTS = {"transition_s": 0.1}
 

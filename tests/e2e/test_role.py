@@ -171,9 +171,20 @@ def test_hosts_the_play_never_reached_are_reported(sim: Any) -> None:
     assert all(operations(state, h) == [] for h in ("b01", "b02", "b03"))
 
 
-def test_target_group_is_a_variable(sim: Any) -> None:
+def test_playbook_by_fqcn_target_variable_and_default_report_dir(sim: Any) -> None:
     fleet = sim({"group": "relays", "hosts": {"r01": {"instances": [{"id": 1, "state": "started"}]}}})
-    default = fleet.play(COMPLIANCE)
-    assert "r01" not in default.stdout
-    run, report, _ = run_with_report(fleet, COMPLIANCE, "target", extra_vars={"iis_smtp_target": "relays"})
-    assert run.rc == 0 and statuses(report) == {"r01": "compliant"}
+    # A play of the same playbook that does not use the collection stays out of the report.
+    by_name = (
+        "- name: Unrelated step\n  hosts: localhost\n  gather_facts: false\n"
+        "  tasks: [{name: Say hello, ansible.builtin.debug: {msg: hello}}]\n"
+        "- ansible.builtin.import_playbook: mailops.iis_smtp.compliance\n"
+    )
+    default = fleet.play(by_name)
+    assert "r01" not in default.stdout, "without iis_smtp_target the playbook targets smtp_servers only"
+    run = fleet.play(by_name, extra_vars={"iis_smtp_target": "relays"},
+                     env={"ANSIBLE_CALLBACKS_ENABLED": REPORT_CALLBACKS})
+    report_file = fleet.workdir / "iis_smtp_report" / "report.json"
+    assert run.rc == 0 and report_file.exists(), run.stdout + run.stderr
+    assert statuses(json.loads(report_file.read_text())) == {"r01": "compliant"}
+    table = run.stdout[run.stdout.index("IIS SMTP FLEET REPORT"):].splitlines()
+    assert table[1].split()[:2] == ["HOST", "STATUS"] and table[2].split()[:3] == ["r01", "compliant", "1/1"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 # The simulator fixture of the end-to-end harness, for the installed-copy smoke.
-from tests.e2e.conftest import sim  # noqa: F401
+from tests.e2e.conftest import sim  # noqa: F401  # pylint: disable=unused-import
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(sys.executable).parent

@@ -44,9 +44,8 @@ def shipped_violations(members: list[str]) -> list[str]:
     bad = []
     for name in members:
         parts = name.split("/")
-        if "__pycache__" in parts or name.endswith((".pyc", ".tar.gz")) or parts[0].startswith(".venv"):
-            bad.append(name)
-        elif any(name == p or name.startswith(p + "/") for p in MUST_NOT_SHIP):
+        cache_or_venv = "__pycache__" in parts or name.endswith((".pyc", ".tar.gz")) or parts[0].startswith(".venv")
+        if cache_or_venv or any(name == p or name.startswith(p + "/") for p in MUST_NOT_SHIP):
             bad.append(name)
     return bad
 
@@ -123,8 +122,8 @@ def states_by_id(info_result: dict[str, Any]) -> dict[int, str]:
 
 def test_installed_copy_runs_both_actions_against_the_simulator(installed_collections: Path, sim: Any) -> None:
     fleet = sim(SMOKE_SCENARIO)
-    run_ = fleet.play(SMOKE_PLAY, env=only_installed_copy_env(installed_collections,
-                                                               ANSIBLE_HOME=str(fleet.workdir / "ansible-home")))
+    env = only_installed_copy_env(installed_collections, ANSIBLE_HOME=str(fleet.workdir / "ansible-home"))
+    run_ = fleet.play(SMOKE_PLAY, env=env)
     state = fleet.stop()
     assert run_.rc == 0, run_.stdout + run_.stderr
     assert states_by_id(run_.result("smtp1", "before")["result"]) == {1: "started", 2: "stopped"}

@@ -706,6 +706,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._unauthorized(challenge)
 
         encrypted = ENCRYPTED_PROTOCOL.lower() in self.headers.get("Content-Type", "").lower()
+        # Recorded so tests can prove NTLM message encryption end to end.
+        log["encrypted"] = encrypted
         session = self._session
         if encrypted:
             if session is None:

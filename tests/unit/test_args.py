@@ -9,8 +9,8 @@ from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _args
 
 
 def test_selectors_keep_ids_and_names_in_order():
-    assert _args.selectors([2, "App relay", "[SMTP Virtual Server #1]"]) == (2, "App relay",
-                                                                            "[SMTP Virtual Server #1]")
+    given = [2, "App relay", "[SMTP Virtual Server #1]"]
+    assert _args.selectors(given) == tuple(given)
     assert _args.selectors(None) is None
 
 

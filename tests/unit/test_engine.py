@@ -17,6 +17,10 @@ def run(responses, check_mode=False, **kwargs):
     return result, call
 
 
+def outcome(responses, check_mode=False, **kwargs):
+    return run(responses, check_mode, **kwargs)[0]
+
+
 # ------------------------------------------------------------------ info
 
 def test_info_on_a_mixed_host():
@@ -115,20 +119,20 @@ def test_check_mode_only_observes_and_predicts_exactly():
     assert result["changed"] is True and result["operations"] == [] and result["compliant"] is True
     by_id = {v["id"]: v for v in result["virtual_servers"]}
     assert by_id[3]["actions"] == ["start"] and by_id[3]["after"] == {"state": "started", "state_code": 2}
-    real, _ = run(load("enforce_mixed_to_started.json"))
+    real = outcome(load("enforce_mixed_to_started.json"))
     assert result["diff"] == real["diff"]
 
 
 def test_check_mode_on_a_compliant_host_predicts_no_change():
-    result, _ = run([response(observation([inst(1, 2)]))], check_mode=True)
+    result = outcome([response(observation([inst(1, 2)]))], check_mode=True)
     assert result["changed"] is False and result["compliant"] is True
 
 
 def test_fail_on_drift_fails_with_the_full_result_only_when_there_is_drift():
-    result, _ = run(load("enforce_mixed_to_started.json")[:1], check_mode=True, fail_on_drift=True)
+    result = outcome(load("enforce_mixed_to_started.json")[:1], check_mode=True, fail_on_drift=True)
     assert result["failed"] and result["reason"] == "drift" and "RELAY01" in result["msg"]
     assert len(result["virtual_servers"]) == 4 and result["changed"] is True
-    clean, _ = run([response(observation([inst(1, 2)]))], check_mode=True, fail_on_drift=True)
+    clean = outcome([response(observation([inst(1, 2)]))], check_mode=True, fail_on_drift=True)
     assert "failed" not in clean
 
 
@@ -155,7 +159,7 @@ def test_service_stopped_is_started_with_its_start_mode_then_the_instance():
 
 
 def test_service_stopped_check_mode_predicts_the_auto_start_instance():
-    result, _ = run(load("enforce_service_stopped.json")[:1], check_mode=True, service_start_mode="auto")
+    result = outcome(load("enforce_service_stopped.json")[:1], check_mode=True, service_start_mode="auto")
     assert result["service"]["after"] == {"state": "running", "start_mode": "auto"}
     assert {v["id"]: v["actions"] for v in result["virtual_servers"]} == {1: [], 2: ["start"]}
     assert result["changed"] is True and result["compliant"] is True
@@ -204,11 +208,32 @@ def test_a_command_that_is_accepted_but_ignored_is_retried_once_then_reported():
     assert result["msg"].endswith("last state stopped; the start command was accepted but had no effect")
 
 
+def test_a_command_refused_because_the_instance_moved_is_planned_again_once():
+    not_active = win_error("The service has not been started.", "0x80070426")
+    obs = [response(observation([inst(1, 6, comment="Rebooted")])),
+           response(observation([inst(1, 4, comment="Rebooted")]), "apply",
+                    [step_result("instance", 1, "continue", error=not_active)]),
+           response(observation([inst(1, 2, comment="Rebooted")]), "apply", [step_result("instance", 1, "start")])]
+    result, call = run(obs)
+    assert [s["command"] for s in call.steps_sent] == ["continue", "start"]
+    assert "failed" not in result and result["compliant"] is True
+    assert [o["ok"] for o in result["operations"]] == [False, True]
+
+
+def test_a_moving_instance_is_excused_only_once():
+    not_active = win_error("The service has not been started.", "0x80070426")
+    obs = [response(observation([inst(1, 6)])),
+           response(observation([inst(1, 4)]), "apply", [step_result("instance", 1, "continue", error=not_active)]),
+           response(observation([inst(1, 6)]), "apply", [step_result("instance", 1, "start", error=not_active)])]
+    result = outcome(obs)
+    assert result["reason"] == "instance_start_failed" and "0x80070426" in result["msg"]
+
+
 def test_failed_stop_is_a_command_failure():
     err = win_error("Catastrophic failure", "0x8000FFFF")
     obs = [response(observation([inst(1, 2)])),
            response(observation([inst(1, 2)]), "apply", [step_result("instance", 1, "stop", error=err)])]
-    result, _ = run(obs, state="stopped")
+    result = outcome(obs, state="stopped")
     assert result["reason"] == "instance_command_failed" and "0x8000FFFF" in result["msg"]
 
 
@@ -216,7 +241,7 @@ def test_access_denied_on_a_step():
     err = win_error("Access is denied.", "0x80070005")
     obs = [response(observation([inst(1, 4)])),
            response(observation([inst(1, 4)]), "apply", [step_result("instance", 1, "start", error=err)])]
-    result, _ = run(obs)
+    result = outcome(obs)
     assert result["reason"] == "access_denied"
 
 
@@ -237,7 +262,7 @@ def test_service_start_failure(hresult, reason):
     stopped = observation([inst(1, None, auto_start=True)], smtp=service("Stopped", "Manual"))
     obs = [response(stopped),
            response(stopped, "apply", [step_result("start_service", error=win_error("Cannot start", hresult))])]
-    result, _ = run(obs)
+    result = outcome(obs)
     assert result["reason"] == reason and hresult in result["msg"]
     assert result["operations"] == [{"op": "start_service", "ok": False, "service": "SMTPSVC",
                                      "error": "Windows error %s (Cannot start)" % hresult}]
@@ -267,7 +292,7 @@ def test_non_admin_fails_before_changing_anything():
     result, call = run([response(observation([inst(1, 4)], is_admin=False))])
     assert len(call.requests) == 1 and result["reason"] == "access_denied"
     assert result["virtual_servers"][0]["after"]["state"] == "stopped"
-    ok, _ = run([response(observation([inst(1, 2)], is_admin=False))])
+    ok = outcome([response(observation([inst(1, 2)], is_admin=False))])
     assert "failed" not in ok
 
 
@@ -288,15 +313,15 @@ def test_selection_errors_fail_after_observe_and_before_any_change(args, words):
 
 def test_selection_by_display_name_case_insensitive_name_and_digit_string():
     obs = observation([inst(1, 4), inst(2, 4, comment="App Relay"), inst(3, 4, comment="Other")])
-    result, _ = run([response(obs)], check_mode=True,
-                    instances=("[SMTP Virtual Server #1]", "app relay"), instance_states=(("3", "stopped"),))
+    result = outcome([response(obs)], check_mode=True,
+                     instances=("[SMTP Virtual Server #1]", "app relay"), instance_states=(("3", "stopped"),))
     assert {v["id"]: v["desired"] for v in result["virtual_servers"]} == {1: "started", 2: "started", 3: "stopped"}
 
 
 def test_same_state_twice_for_one_instance_is_fine():
     obs = observation([inst(3, 4, comment="Third")])
-    result, _ = run([response(obs)], check_mode=True, instances=(3,),
-                    instance_states=((3, "stopped"), ("Third", "stopped")))
+    result = outcome([response(obs)], check_mode=True, instances=(3,),
+                     instance_states=((3, "stopped"), ("Third", "stopped")))
     assert "failed" not in result and result["changed"] is False
 
 
@@ -329,7 +354,7 @@ def test_rounds_are_bounded_when_instances_keep_moving():
 
 def test_service_that_never_settles_times_out():
     pending = observation([inst(1, 2)], smtp=service("Start Pending"))
-    result, _ = run([response(pending), response(pending, "apply", [], settled=False)], timeout=5)
+    result = outcome([response(pending), response(pending, "apply", [], settled=False)], timeout=5)
     assert result["reason"] == "timeout"
     assert result["msg"] == "the SMTPSVC service did not settle within 5 s: last state starting"
 
@@ -337,13 +362,13 @@ def test_service_that_never_settles_times_out():
 def test_unreadable_instance_error_is_quoted_on_timeout():
     err = win_error("The data is invalid.", "0x8007000D")
     moving = observation([inst(1, 1, error=err)])
-    result, _ = run([response(moving), response(moving, "apply", [], settled=False)], timeout=5)
+    result = outcome([response(moving), response(moving, "apply", [], settled=False)], timeout=5)
     assert "0x8007000D" in result["msg"]
 
 
 def test_connection_lost_mid_run_keeps_what_is_known():
     obs = [response(observation([inst(1, 4), inst(2, 4)])),
            AgentError("connection_failed", "could not talk to the host: reset")]
-    result, _ = run(obs)
+    result = outcome(obs)
     assert result["reason"] == "connection_failed"
     assert [v["before"]["state"] for v in result["virtual_servers"]] == ["stopped", "stopped"]

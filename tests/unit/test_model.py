@@ -37,9 +37,9 @@ def test_display_name_when_the_comment_is_empty():
     host = parse_observation(observation([inst(1, 2), inst(2, 2, comment="App relay")]))
     assert [i.name for i in host.instances] == ["[SMTP Virtual Server #1]", "App relay"]
     assert one(host, 2).label == "SMTP virtual server 2 (App relay)"
-    assert one(host, 1).as_dict() == {"id": 1, "name": "[SMTP Virtual Server #1]", "comment": "",
-                                          "bindings": [":25:"], "state": "started", "state_code": 2,
-                                          "auto_start": True}
+    assert one(host, 1).as_dict() == {
+        "id": 1, "name": "[SMTP Virtual Server #1]", "comment": "", "bindings": [":25:"],
+        "state": "started", "state_code": 2, "auto_start": True}
 
 
 @pytest.mark.parametrize("code,name", sorted(_model.STATE_NAMES.items()))
