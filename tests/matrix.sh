@@ -42,6 +42,9 @@ find_python() {
     return 1
 }
 
+# Two runs at once must not build the virtualenv under each other.
+exec 9>"${TMPDIR:-/tmp}/mailops-iis_smtp-matrix-$(printf '%s' "$venv" | cksum | cut -d' ' -f1).lock"
+flock 9
 stamp="$venv/.requirements.sha256"
 want="$(sha256sum "$requirements" | cut -d' ' -f1)"
 if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
@@ -53,6 +56,8 @@ if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; th
         | { grep -v 'is neither a file nor a directory' || true; } >&2
     echo "$want" > "$stamp"
 fi
+
+flock -u 9
 
 cd "$repo"
 "$venv/bin/python" -c "import sys, ansible.release as r; print(\"ansible-core\", r.__version__, \"on Python\", sys.version.split()[0])"

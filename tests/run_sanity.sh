@@ -29,6 +29,12 @@ venv="${VENV:-$repo/.venv}"
 sanity_venv="${SANITY_VENV:-$repo/.venv-sanity}"
 tree_root="${SANITY_TREE:-${TMPDIR:-/tmp}/mailops-iis_smtp-sanity-$(printf '%s' "$repo" | cksum | cut -d' ' -f1)}"
 
+# One run at a time per checkout: two runs would rebuild the shared copy and
+# ansible-test's virtualenvs under each other.
+mkdir -p "$tree_root"
+exec 9>"$tree_root/.lock"
+flock 9
+
 pip_quiet() {
     # pip names every extra index location it skips; keep its real messages.
     # (pipefail makes a failing pip fail the pipeline.)

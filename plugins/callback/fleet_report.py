@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Fleet report callback: JSON, JUnit XML and HTML for the whole run.
 
 A callback rather than a last play, because ansible-playbook skips later plays
@@ -143,9 +144,9 @@ class CallbackModule(CallbackBase):
         # tasks or (for dynamic includes) in its results; other plays of the
         # same playbook (a localhost step, say) stay out of the report.
         ran = {key for key, event in self._events if event.action in OUR_ACTIONS}
-        counted = {key for key, (_, _, uses) in self._plays.items() if uses or key in ran}
+        counted = {key for key, play in self._plays.items() if play[2] or key in ran}
         targeted: dict[str, str] = {}
-        for key, (name, hosts, _) in self._plays.items():
+        for key, (name, hosts, _uses) in self._plays.items():
             if key in counted:
                 for host in hosts:
                     targeted.setdefault(host, name)

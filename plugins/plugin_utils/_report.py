@@ -226,7 +226,8 @@ def host_status(events: Sequence[Event], not_run_reason: str) -> tuple[str, str 
         if info is not None and info.status == "failed":
             return ("failed", *_failure_reason(info))
         if vs.result.get("changed") or vs.result.get("compliant") is False:
-            return "non_compliant", "check mode: a change would be made", None
+            # The predicted changes are the explanation; they are listed per host.
+            return "non_compliant", None, "drift"
         # A transition the engine would only wait out is no change of ours,
         # but the instance does not serve mail yet: the host row must agree
         # with its instance rows.
@@ -355,7 +356,8 @@ def junit_cases(report: Mapping[str, Any]) -> list[dict[str, Any]]:
             cases.append({"classname": host["host"], "name": label, "failure": failure, "status": inst["status"]})
         host_bad = host["status"] in ("non_compliant", "failed", "unreachable")
         if not host["instances"] or (host_bad and not bad_instance):
-            failure = f"{host['status']}: {host['reason']}" if host_bad else None
+            why = host["reason"] or "; ".join(host["changes"]) or "see the report"
+            failure = f"{host['status']}: {why}" if host_bad else None
             cases.append({"classname": host["host"], "name": "host", "failure": failure, "status": host["status"]})
     return cases
 
@@ -399,7 +401,7 @@ def render_console(report: Mapping[str, Any]) -> str:
 def _bar_chart(title: str, chart_id: str, counts: Mapping[str, int], colors: Mapping[str, str]) -> str:
     """A horizontal bar chart as inline SVG; bars carry their count as data for readers and tests."""
     items = list(counts.items())
-    top = max([c for _, c in items] + [1])
+    top = max([count for _key, count in items] + [1])
     bar_h, gap, label_w, width = 22, 8, 130, 520
     height = len(items) * (bar_h + gap) + gap
     parts = [

@@ -146,7 +146,8 @@ def parse_output(rc: int | None, stdout: Any, stderr: Any) -> dict[str, Any]:
     except (binascii.Error, ValueError) as exc:
         raise AgentError(
             "agent_output_invalid",
-            "the agent response did not decode to JSON (%s): %s" % (exc.__class__.__name__, _quote(encoded)),
+            "the agent response did not decode to JSON (%s): %s" % (_quote(str(exc)) or exc.__class__.__name__,
+                                                                    _quote(encoded)),
         ) from None
     if not isinstance(response, dict):
         raise AgentError("agent_output_invalid",

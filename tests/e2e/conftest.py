@@ -16,9 +16,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -110,7 +111,7 @@ class SimulatedFleet:
         run_env = ansible_env(self.workdir)
         run_env["MAILOPS_RECORD_FILE"] = str(record)
         run_env.update(env or {})
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=run_env, timeout=timeout,
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=run_env, timeout=timeout, check=False,
                               cwd=str(self.workdir))
         results = json.loads(record.read_text()) if record.exists() else []
         return PlaybookRun(proc.returncode, proc.stdout, proc.stderr, results, cmd)

@@ -199,7 +199,7 @@ def test_every_fault_is_reported_by_name_and_moves_nothing_away(sim: Any) -> Non
 POLLING: dict[str, Any] = {
     # Still starting when the first observe arrives, so the engine polls (an apply with no steps).
     "defaults": {"os": "Windows Server 2022",
-                 "instances": [{"id": 1, "comment": "Relay", "state": "starting", "transition_s": 6}]},
+                 "instances": [{"id": 1, "comment": "Relay", "state": "starting", "transition_s": 8}]},
     "hosts": {
         "cut_once": {"faults": {"cut": {"on": "apply", "times": 1}}},
         "cut_twice": {"faults": {"cut": {"on": "apply", "times": 2}}},

@@ -26,8 +26,10 @@ SCENARIO: dict[str, Any] = {
     "defaults": {"os": "Windows Server 2019", "transition_s": 0.05},
     "hosts": {
         "good01": {"instances": [{"id": 1, "state": "started"}]},
-        "stopped01": {"instances": [{"id": 1, "state": "stopped"}, {"id": 2, "comment": "App <relay> & co",
-                                                                      "state": "paused"}]},
+        "stopped01": {"instances": [
+            {"id": 1, "state": "stopped"},
+            {"id": 2, "comment": "App <relay> & co", "state": "paused"},
+        ]},
         "broken01": {"instances": [{"id": 1, "state": "stopped", "start_error": "binding conflict"}]},
         "down01": {"unreachable": True},
     },
@@ -50,7 +52,7 @@ def chromium() -> str:
 def run_chromium(*args: str) -> subprocess.CompletedProcess[str]:
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
         return subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=120, check=False)
 
 
 @pytest.fixture(scope="module")

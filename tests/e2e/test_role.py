@@ -19,12 +19,16 @@ ALL_AT_ONCE = {"iis_smtp_serial": "100%", "iis_smtp_max_fail_percentage": 100}
 
 
 def run_with_report(fleet: SimulatedFleet, playbook: str | Path, name: str, *, check: bool = False,
-                    extra_vars: dict[str, Any] | None = None) -> tuple[PlaybookRun, dict[str, Any], Path]:
-    out = fleet.workdir / f"report-{name}"
+                    extra_vars: dict[str, Any] | None = None) -> tuple[PlaybookRun, dict[str, Any]]:
+    out = report_dir(fleet, name)
     run = fleet.play(playbook, check=check, extra_vars=extra_vars,
                      env={"ANSIBLE_CALLBACKS_ENABLED": REPORT_CALLBACKS, "IIS_SMTP_REPORT_DIR": str(out)})
     assert (out / "report.json").exists(), run.stdout + run.stderr
-    return run, json.loads((out / "report.json").read_text()), out
+    return run, json.loads((out / "report.json").read_text())
+
+
+def report_dir(fleet: SimulatedFleet, name: str) -> Path:
+    return fleet.workdir / f"report-{name}"
 
 
 def statuses(report: dict[str, Any]) -> dict[str, str]:
@@ -65,7 +69,7 @@ def test_audit_remediate_audit(sim: Any) -> None:
     compliance = wrapper(fleet, COMPLIANCE, EXCEPTIONS)
     remediate = wrapper(fleet, REMEDIATE, EXCEPTIONS)
 
-    audit, report, _ = run_with_report(fleet, compliance, "audit", extra_vars=ALL_AT_ONCE)
+    report = run_with_report(fleet, compliance, "audit", extra_vars=ALL_AT_ONCE)[1]
     assert statuses(report) == {
         "good01": "compliant", "drift01": "non_compliant", "svcdown01": "non_compliant",
         "exception01": "non_compliant", "broken01": "non_compliant", "down01": "unreachable",
@@ -80,7 +84,7 @@ def test_audit_remediate_audit(sim: Any) -> None:
     assert down["reason_code"] == "connection_failed" and "127.0.0.1" in str(down["reason"]), down
     after_audit = time.time()
 
-    fixed, report, out = run_with_report(fleet, remediate, "remediate", extra_vars=ALL_AT_ONCE)
+    fixed, report = run_with_report(fleet, remediate, "remediate", extra_vars=ALL_AT_ONCE)
     assert fixed.rc != 0, "a failed and an unreachable host fail the run"
     assert statuses(report) == {
         "good01": "compliant", "drift01": "remediated", "svcdown01": "remediated",
@@ -88,17 +92,17 @@ def test_audit_remediate_audit(sim: Any) -> None:
     }
     broken = next(h for h in report["hosts"] if h["host"] == "broken01")
     assert broken["reason_code"] == "instance_start_failed" and "binding conflict" in broken["reason"]
-    junit = ET.fromstring((out / "report.junit.xml").read_text())
+    junit = ET.fromstring((report_dir(fleet, "remediate") / "report.junit.xml").read_text())
     failing = {(c.get("classname"), c.get("name")) for c in junit.iter("testcase") if c.find("failure") is not None}
     assert failing == {("broken01", "instance 1 ([SMTP Virtual Server #1])"), ("down01", "host")}
     after_remediation = time.time()
 
-    again, report, _ = run_with_report(fleet, compliance, "audit-again", extra_vars=ALL_AT_ONCE)
+    report = run_with_report(fleet, compliance, "audit-again", extra_vars=ALL_AT_ONCE)[1]
     assert statuses(report) == {
         "good01": "compliant", "drift01": "compliant", "svcdown01": "compliant",
         "exception01": "compliant", "broken01": "non_compliant", "down01": "unreachable",
     }
-    second, report, _ = run_with_report(fleet, remediate, "remediate-again", extra_vars=ALL_AT_ONCE)
+    report = run_with_report(fleet, remediate, "remediate-again", extra_vars=ALL_AT_ONCE)[1]
     assert statuses(report)["drift01"] == "compliant"
 
     state = fleet.stop()
@@ -131,19 +135,19 @@ GATE: dict[str, Any] = {
 def test_drift_gate_fails_check_mode_only_while_drifted(sim: Any) -> None:
     fleet = sim(GATE)
     gate = {"iis_smtp_fail_on_drift": True}
-    plain, report, _ = run_with_report(fleet, COMPLIANCE, "plain")
+    plain, report = run_with_report(fleet, COMPLIANCE, "plain")
     assert plain.rc == 0 and statuses(report) == {"good01": "compliant", "drift01": "non_compliant"}
 
-    gated, report, _ = run_with_report(fleet, REMEDIATE, "gated", check=True, extra_vars=gate)
+    gated, report = run_with_report(fleet, REMEDIATE, "gated", check=True, extra_vars=gate)
     assert gated.rc != 0, "ansible-playbook --check with the gate must exit non-zero on drift"
     assert statuses(report) == {"good01": "compliant", "drift01": "non_compliant"}
     assert [r["status"] for r in gated.for_host("drift01") if r["action"] == "mailops.iis_smtp.virtual_server"] == ["failed"]
 
-    fixed, report, _ = run_with_report(fleet, REMEDIATE, "fix", extra_vars={"iis_smtp_service_start_mode": "delayed"})
+    fixed, report = run_with_report(fleet, REMEDIATE, "fix", extra_vars={"iis_smtp_service_start_mode": "delayed"})
     assert fixed.rc == 0 and statuses(report) == {"good01": "remediated", "drift01": "remediated"}
 
-    clean, report, _ = run_with_report(fleet, COMPLIANCE, "clean",
-                                       extra_vars={**gate, "iis_smtp_service_start_mode": "delayed"})
+    clean, report = run_with_report(fleet, COMPLIANCE, "clean",
+                                    extra_vars={**gate, "iis_smtp_service_start_mode": "delayed"})
     assert clean.rc == 0 and statuses(report) == {"good01": "compliant", "drift01": "compliant"}
     state = fleet.stop()
     assert all(state["hosts"][h]["service"]["delayed_auto_start"] for h in ("good01", "drift01"))
@@ -159,8 +163,8 @@ def test_hosts_the_play_never_reached_are_reported(sim: Any) -> None:
         },
     }
     fleet = sim(scenario)
-    run, report, _ = run_with_report(fleet, REMEDIATE, "serial",
-                                     extra_vars={"iis_smtp_serial": 1, "iis_smtp_max_fail_percentage": 0})
+    run, report = run_with_report(fleet, REMEDIATE, "serial",
+                                  extra_vars={"iis_smtp_serial": 1, "iis_smtp_max_fail_percentage": 0})
     assert run.rc != 0
     assert [h["host"] for h in report["hosts"]] == ["a01", "b01", "b02", "b03"]
     assert report["hosts"][0]["status"] == "failed" and report["hosts"][0]["reason_code"] == "instance_start_failed"

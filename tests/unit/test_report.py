@@ -185,12 +185,14 @@ def test_junit_has_a_case_per_host_instance_failing_for_bad_ones() -> None:
 
 def test_junit_adds_host_case_when_only_the_service_is_off() -> None:
     result = vs_result([vs_item(1, "a", "started", "started")], changed=True)
-    result["service"]["changed"] = True
+    result["service"].update(changed=True, after={"state": "running", "start_mode": "delayed"})
     report = _report.build_report({"h": "p"}, [ev("h", VS, "changed", result, check=True)], playbook="p",
                                   not_run_reason=NOT_RUN, started=0, finished=0)
-    cases = [(c.get("name"), c.find("failure") is not None)
-             for c in ET.fromstring(_report.render_junit(report)).iter("testcase")]
-    assert cases == [("instance 1 (a)", False), ("host", True)]
+    cases = []
+    for case in ET.fromstring(_report.render_junit(report)).iter("testcase"):
+        failure = case.find("failure")
+        cases.append((case.get("name"), None if failure is None else failure.get("message")))
+    assert cases == [("instance 1 (a)", None), ("host", "non_compliant: service SMTPSVC: running/auto -> running/delayed")]
 
 
 def test_html_is_self_contained_escaped_and_shows_the_counts() -> None:

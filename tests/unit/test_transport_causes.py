@@ -40,3 +40,12 @@ def test_the_cause_leads_the_message(text: str, cause: str) -> None:
 def test_an_unknown_cause_adds_nothing() -> None:
     err = t.classify_exception(AnsibleConnectionFailure("plain failure"))
     assert err.message == "could not talk to the host: plain failure"
+
+
+def test_a_truncated_response_says_why_it_did_not_decode() -> None:
+    # What the agent line looks like when the connection drops halfway through it.
+    with pytest.raises(t.AgentError) as err:
+        t.parse_output(0, b"MAILOPS-AGENT-1:eyJwcm90b2NvbCI6IDF9a", b"")
+    assert err.value.code == "agent_output_invalid"
+    assert err.value.message.startswith("the agent response did not decode to JSON (Invalid base64-encoded string: "
+                                        "number of data characters (21) cannot be 1 more than a multiple of 4): ")
