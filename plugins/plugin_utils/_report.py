@@ -233,7 +233,7 @@ def host_status(events: Sequence[Event], not_run_reason: str) -> tuple[str, str 
         # with its instance rows.
         moving = _not_yet_desired(vs)
         if moving:
-            return "non_compliant", "check mode: " + "; ".join(moving), None
+            return "non_compliant", "check mode: " + "; ".join(moving), "drift"
         return "compliant", None, None
     if info is not None and info.status == "failed":
         return ("failed", *_failure_reason(info))

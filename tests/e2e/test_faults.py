@@ -94,12 +94,12 @@ EXPECTED: dict[str, tuple[str, str | None, str]] = {
 AUDIT_AFTER: dict[str, tuple[str, str | None]] = {
     "good": ("compliant", None), "drift": ("compliant", None), "rebooted": ("compliant", None),
     "refused": ("unreachable", "connection_failed"), "rejected": ("failed", "auth_failed"),
-    "wsman_observe": ("failed", "winrm_fault"), "wsman_apply": ("non_compliant", None),
+    "wsman_observe": ("failed", "winrm_fault"), "wsman_apply": ("non_compliant", "drift"),
     "slow": ("unreachable", "connection_failed"), "cut_observe": ("unreachable", "connection_failed"),
     "cut_apply": ("compliant", None), "garbage": ("failed", "agent_output_invalid"),
     "truncated": ("compliant", None), "nonzero": ("failed", "agent_exit_nonzero"),
-    "wont_start": ("non_compliant", None), "stuck": ("non_compliant", None),
-    "service_fails": ("non_compliant", None),
+    "wont_start": ("non_compliant", "drift"), "stuck": ("non_compliant", "drift"),
+    "service_fails": ("non_compliant", "drift"),
 }
 
 

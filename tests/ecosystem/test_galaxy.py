@@ -23,6 +23,13 @@ MUST_NOT_SHIP = (
     "molecule", "extensions/molecule", ".molecule", "changelogs/.plugin-cache.yaml",
     "demo-output", "reports", "build",
 )
+# Everything in the tarball must sit under one of these top-level names, so a
+# new scratch folder or config file at the root cannot slip in unnoticed.
+ALLOWED_TOP_LEVEL = {
+    "MANIFEST.json", "FILES.json", "README.md", "CHANGELOG.rst", "LICENSE", "COPYING",
+    "requirements.txt", "bindep.txt", "meta", "plugins", "roles", "playbooks", "docs", "changelogs",
+    "extensions",
+}
 MUST_SHIP = (
     "MANIFEST.json", "FILES.json", "meta/runtime.yml", "meta/execution-environment.yml",
     "requirements.txt", "CHANGELOG.rst", "changelogs/changelog.yaml",
@@ -45,7 +52,7 @@ def shipped_violations(members: list[str]) -> list[str]:
     for name in members:
         parts = name.split("/")
         cache_or_venv = "__pycache__" in parts or name.endswith((".pyc", ".tar.gz")) or parts[0].startswith(".venv")
-        if cache_or_venv or any(name == p or name.startswith(p + "/") for p in MUST_NOT_SHIP):
+        if cache_or_venv or parts[0] not in ALLOWED_TOP_LEVEL or any(name == p or name.startswith(p + "/") for p in MUST_NOT_SHIP):
             bad.append(name)
     return bad
 
@@ -53,8 +60,10 @@ def shipped_violations(members: list[str]) -> list[str]:
 def test_violation_filter_catches_development_files() -> None:
     # Guards the guard: a filter that matched nothing would pass any tarball.
     assert shipped_violations(["tests/simulator/server.py", ".venv-core-latest/x", "Makefile",
-                               "plugins/x/__pycache__/a.pyc", "roles/r/tasks/main.yml"]) == [
-        "tests/simulator/server.py", ".venv-core-latest/x", "Makefile", "plugins/x/__pycache__/a.pyc"]
+                               "plugins/x/__pycache__/a.pyc", "roles/r/tasks/main.yml", "bench-output/r.json",
+                               "extensions/molecule/default/molecule.yml", "extensions"]) == [
+        "tests/simulator/server.py", ".venv-core-latest/x", "Makefile", "plugins/x/__pycache__/a.pyc",
+        "bench-output/r.json", "extensions/molecule/default/molecule.yml"]
 
 
 def test_tarball_ships_the_collection_and_no_development_files(galaxy_tarball: Path) -> None:

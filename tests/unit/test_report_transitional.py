@@ -30,7 +30,7 @@ def vs_event(before: str) -> Event:
 
 def test_an_instance_still_starting_makes_the_audit_non_compliant() -> None:
     report = _report.host_report("h", "p", [vs_event("starting")], "not run")
-    assert report["status"] == "non_compliant"
+    assert (report["status"], report["reason_code"]) == ("non_compliant", "drift")
     assert report["reason"] == "check mode: instance 2 (Stuck) is starting, desired started"
     assert [i["status"] for i in report["instances"]] == ["compliant", "non_compliant"]
 
