@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test unit e2e demo bench clean
+.PHONY: venv test unit e2e demo bench sanity lint matrix clean
 
 venv: $(STAMP)
 
@@ -16,15 +16,33 @@ $(STAMP): tests/requirements.txt tests/constraints.txt
 	  2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 	touch $@
 
-## test: every test (unit, simulator, end to end through ansible-playbook)
+## test: every test: unit, simulator, end to end through ansible-playbook,
+## molecule, report in a browser, packaging; then sanity and lint; then the
+## same core tests on the newest ansible-core.
 test: venv
-	$(BIN)/python -m pytest tests
+	bash tests/e2e/ensure_chromium.sh
+	$(BIN)/python -m pytest --cov --cov-report=term-missing tests
+	tests/run_sanity.sh all
+	tests/matrix.sh
 
 unit: venv
-	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest --cov --cov-report=term-missing tests/unit
 
 e2e: venv
+	bash tests/e2e/ensure_chromium.sh
 	$(BIN)/python -m pytest tests/e2e
+
+## sanity: ansible-test sanity + ruff + mypy + ansible-lint (offline)
+sanity: venv
+	tests/run_sanity.sh all
+
+## lint: only the fast linters
+lint: venv
+	tests/run_sanity.sh ruff && tests/run_sanity.sh mypy && tests/run_sanity.sh ansible-lint
+
+## matrix: unit, core end to end and the installed-tarball smoke on the newest ansible-core
+matrix:
+	tests/matrix.sh
 
 ## demo: a simulated fleet: audit, remediate, audit again, reports
 demo: venv
@@ -35,4 +53,5 @@ bench: venv
 	$(BIN)/python -m tests.bench
 
 clean:
-	rm -rf $(VENV) tests/output .pytest_cache .coverage htmlcov demo-output
+	rm -rf $(VENV) .venv-sanity .venv-core-latest tests/output .pytest_cache .coverage htmlcov \
+	  demo-output bench-output iis_smtp_report

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Action plugin for mailops.iis_smtp.virtual_server.
 
 Glue only: validate the task arguments, then hand the engine a call function

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Action plugin for mailops.iis_smtp.virtual_server_info.
 
 Glue only: validate `instances`, observe once through the transport and let

@@ -1,4 +1,4 @@
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Fleet report callback: JSON, JUnit XML and HTML for the whole run.
 
 A callback rather than a last play, because ansible-playbook skips later plays

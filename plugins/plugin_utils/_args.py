@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Argument specs and the checks an argument spec cannot express.
 
 Internal to mailops.iis_smtp. Shared by both action plugins so that a bad

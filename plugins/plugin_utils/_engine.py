@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The controller loop behind both actions: observe, plan, apply, look again.
 
 Internal to mailops.iis_smtp. It receives a `call(request) -> response`
@@ -39,6 +40,7 @@ POLL_MS = 500
 MAX_STEPS_PER_APPLY = 16
 _STARTING_COMMANDS = ("start", "continue")
 SERVICE_DISABLED_HRESULT = "0x80070422"
+UNREACHABLE_REASONS = frozenset({"connection_failed"})
 
 
 class SelectionError(ValueError):
@@ -224,6 +226,10 @@ def _enforce_result(args: EnforceArgs, desired: Desired, before: Host, after: Ho
 
 def _fail(result: dict[str, Any], reason: str, msg: str) -> dict[str, Any]:
     result.update(failed=True, reason=reason, msg=msg)
+    if reason in UNREACHABLE_REASONS:
+        # Ansible's own word for a host it cannot talk to: the recap counts it
+        # as unreachable, ansible-playbook exits 4, ignore_unreachable applies.
+        result["unreachable"] = True
     return result
 
 

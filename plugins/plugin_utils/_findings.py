@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Compliance findings in the spirit of the Exchange Server Analyzer SMTP rules.
 
 Internal to mailops.iis_smtp. ExBPA was how SMTP relays used to be audited;

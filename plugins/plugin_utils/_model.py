@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Typed, normalised view of one agent observation.
 
 Internal to mailops.iis_smtp. The agent reports raw Windows values

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Decide what to send to a host to bring it to the desired state.
 
 Internal to mailops.iis_smtp. Pure: (observed Host, Desired) -> Plan. The

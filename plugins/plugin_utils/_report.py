@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Internal: the fleet report, computed from the task results of one run.
 
 The ``fleet_report`` callback collects what ansible-playbook tells it (which

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """How the agent travels to a Windows host and how its answer comes back.
 
 Internal to mailops.iis_smtp. This is the only module that knows about

@@ -119,16 +119,15 @@ def run_size(hosts: int) -> dict[str, Any]:
                 raise SystemExit(f"the simulator did not start; see {workdir / 'simulator.log'}")
             time.sleep(0.05)
         report_dir = workdir / "report"
+        extra_vars = {"iis_smtp_serial": "100%", "iis_smtp_max_fail_percentage": 100, "iis_smtp_timeout": 10}
         cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(REMEDIATE),
-               "--forks", str(FORKS), "-e", json.dumps({"iis_smtp_serial": "100%",
-                                                         "iis_smtp_max_fail_percentage": 100,
-                                                         "iis_smtp_timeout": 10})]
+               "--forks", str(FORKS), "-e", json.dumps(extra_vars)]
         started = time.monotonic()
         with (workdir / "ansible.log").open("wb") as log:
             proc = subprocess.Popen(cmd, env=ansible_env(workdir, report_dir), cwd=workdir,
                                     stdout=log, stderr=subprocess.STDOUT)
             # wait4 reports the peak RSS of ansible-playbook and of every worker it reaped.
-            _, status, usage = os.wait4(proc.pid, 0)
+            _pid, status, usage = os.wait4(proc.pid, 0)
         wall = time.monotonic() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
         simulator_rss = peak_rss_kib(sim.pid)
@@ -137,7 +136,7 @@ def run_size(hosts: int) -> dict[str, Any]:
             sim.send_signal(signal.SIGTERM)
             sim.wait(timeout=60)
     report = json.loads((report_dir / "report.json").read_text())
-    request_count = sum(1 for _ in requests.open())
+    request_count = sum(1 for _line in requests.open())
     return {
         "hosts": hosts,
         "forks": FORKS,

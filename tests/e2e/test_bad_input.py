@@ -111,10 +111,10 @@ def task_block(name: str, module: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def bad_input_playbook(fleet: SimulatedFleet) -> str:
-    tasks = [task_block(n, "mailops.iis_smtp.virtual_server", a) for n, (a, _, _) in ENFORCE_CASES.items()]
-    tasks += [task_block(n, "mailops.iis_smtp.virtual_server_info", a) for n, (a, _, _) in INFO_CASES.items()]
+    tasks = [task_block(n, "mailops.iis_smtp.virtual_server", a) for n, (a, _reason, _words) in ENFORCE_CASES.items()]
+    tasks += [task_block(n, "mailops.iis_smtp.virtual_server_info", a) for n, (a, _reason, _words) in INFO_CASES.items()]
     (fleet.workdir / "host_vars").mkdir(exist_ok=True)
-    for host, (variables, _) in ROLE_CASES.items():
+    for host, (variables, _words) in ROLE_CASES.items():
         (fleet.workdir / "host_vars" / f"{host}.yml").write_text(yaml.safe_dump(variables))
     plays = [
         {"name": "actions", "hosts": "clean", "gather_facts": False, "tasks": tasks},
@@ -148,13 +148,13 @@ def test_bad_input_fails_clearly_before_any_change(sim: Any) -> None:
 
     assert len(ENFORCE_CASES) + len(INFO_CASES) + len(ROLE_CASES) >= 25
     assert "Traceback" not in run.stdout + run.stderr
-    for name, (_, reason, words) in {**ENFORCE_CASES, **INFO_CASES}.items():
+    for name, (_args, reason, words) in {**ENFORCE_CASES, **INFO_CASES}.items():
         got = run.result("clean", name)
         assert got["status"] == "failed", (name, got)
         assert got["result"]["reason"] == reason, (name, got["result"])
         assert words in got["result"]["msg"], (name, got["result"]["msg"])
         assert got["result"]["changed"] is False
-    for host, (_, words) in ROLE_CASES.items():
+    for host, (_variables, words) in ROLE_CASES.items():
         failed = [r for r in run.for_host(host) if r["status"] == "failed"]
         assert len(failed) == 1, (host, failed)
         assert words in failed[0]["result"]["msg"], (host, failed[0]["result"]["msg"])

@@ -155,7 +155,7 @@ def test_enforce_then_a_second_run_sends_nothing(sim):
     mixed = result(first, "mixed", "enforce")
     assert {v["id"]: (v["desired"], v["after"]["state"]) for v in mixed["virtual_servers"]} == {
         1: ("started", "started"), 2: ("started", "started"), 3: ("stopped", "stopped")}
-    assert [o for o in mixed["operations"]] == [{"op": "instance", "ok": True, "id": 2, "command": "continue"}]
+    assert list(mixed["operations"]) == [{"op": "instance", "ok": True, "id": 2, "command": "continue"}]
 
     stopped = result(first, "stopped", "enforce")
     assert [o["op"] for o in stopped["operations"]] == ["set_start_mode", "start_service", "instance"]

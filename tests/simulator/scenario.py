@@ -311,7 +311,7 @@ def _fault(name: str, value: Any, where: str) -> FaultSpec | None:
     if name == "reboot_after_observe":
         if value is True:
             return FaultSpec(name, "observe", 1)
-        data, _, times = _fault_options(value, where, set())
+        data, _on, times = _fault_options(value, where, set())
         if "on" in data:
             raise ScenarioError(f"{where}.on: reboot_after_observe always follows an observe")
         return FaultSpec(name, "observe", times if times is not None else 1)

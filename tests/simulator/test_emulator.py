@@ -226,7 +226,7 @@ def test_wsman_fault_answers_instead_of_running_the_command() -> None:
 def test_faults_honour_on_and_times() -> None:
     host = host_of({"faults": {"wsman_fault": {"message": "quota exceeded", "on": "observe", "times": 2}}})
     assert run(host, apply_request([])).wsman_fault is None
-    assert [run(host, OBSERVE).wsman_fault for _ in range(3)] == ["quota exceeded", "quota exceeded", None]
+    assert [run(host, OBSERVE).wsman_fault for _attempt in range(3)] == ["quota exceeded", "quota exceeded", None]
     assert host.dump()["faults_fired"] == {"wsman_fault": 2}
 
 
@@ -302,7 +302,7 @@ def test_service_start_error_short_form_also_fails_the_implicit_restart() -> Non
 def test_http_401_is_counted_through_fault_fires() -> None:
     host = host_of({"faults": {"http_401": {"times": 2}}})
     assert host.faults == {"http_401": {"times": 2}}
-    assert [host.fault_fires("http_401") for _ in range(3)] == [True, True, False]
+    assert [host.fault_fires("http_401") for _attempt in range(3)] == [True, True, False]
     assert host_of().fault_fires("http_401") is False
 
 

@@ -471,7 +471,7 @@ def test_every_control_operation_is_logged_and_observes_are_counted_apart() -> N
 
 def test_a_compliant_host_gets_no_operations_from_observes() -> None:
     host = host_of({})
-    for _ in range(3):
+    for _attempt in range(3):
         observe(host)
     apply(host, [], timeout=0)
     dump = host.dump()
@@ -553,7 +553,7 @@ def test_concurrent_calls_on_one_host_are_all_served_and_counted() -> None:
 
     def worker(index: int) -> None:
         try:
-            for _ in range(5):
+            for _round in range(5):
                 if index % 2:
                     observe(host)
                 else:

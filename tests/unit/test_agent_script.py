@@ -359,7 +359,7 @@ def test_agent_starts_strict(agent: str) -> None:
 
 def test_agent_calls_only_allowed_commands(agent: str) -> None:
     assert command_violations(agent) == []
-    used = {name for name, _ in command_uses(agent)} - defined_functions(agent)
+    used = {name for name, _params in command_uses(agent)} - defined_functions(agent)
     # A command left in the list but no longer used is a permission nobody reviews.
     assert used == set(ALLOWED_COMMANDS)
 
@@ -423,7 +423,7 @@ def test_closed_sets_match_the_protocol(agent: str) -> None:
 def test_control_table_matches_the_protocol(agent: str) -> None:
     controls = text(top_level_assignment(agent, "Controls"))
     entries = re.findall(r"'(\w+)' = @\('(\w+)', (\d+)\)", controls)
-    assert {command for command, _, _ in entries} == doc_closed_sets()["command"]
+    assert {command for command, _method, _code in entries} == doc_closed_sets()["command"]
     (row,) = [r for r in doc_steps_table() if r.startswith("| `instance` |")]
     for command, method, code in entries:
         assert "`%s()`" % method in row

@@ -76,7 +76,10 @@ def test_info_fails_when_access_is_denied():
                                   "agent_output_invalid", "agent_exit_nonzero", "protocol_mismatch"])
 def test_transport_failures_become_reasons(code):
     result = info(Replay([AgentError(code, "because")]))
-    assert result == {"changed": False, "failed": True, "reason": code, "msg": "because"}
+    expected: dict[str, object] = {"changed": False, "failed": True, "reason": code, "msg": "because"}
+    if code == "connection_failed":
+        expected["unreachable"] = True
+    assert result == expected
     result = enforce(Replay([AgentError(code, "because")]), Clock(), EnforceArgs())
     assert result["failed"] and result["reason"] == code
 
