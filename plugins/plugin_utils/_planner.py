@@ -7,7 +7,7 @@ are safe to send *now* (what follows a service start or a transition is
 decided on the next observation) together with the whole predicted path and
 after-state, which is what check mode reports.
 
-Windows behaviour encoded here (see WINDOWS_FACTS.md): an instance can only
+Windows behaviour encoded here (see docs/windows-facts.md): an instance can only
 be controlled while SMTPSVC runs; starting the service brings back every
 instance whose ServerAutoStart is set; a paused service is continued rather
 than restarted; transitional states are waited out, never interrupted.

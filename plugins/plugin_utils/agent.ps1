@@ -14,7 +14,7 @@ $Ops = @('set_start_mode', 'start_service', 'continue_service', 'instance')
 $StartModes = @('auto', 'delayed-auto', 'demand', 'disabled')
 $Commands = @('start', 'stop', 'pause', 'continue')
 $Vias = @('method', 'server_command')
-# Per command: the ADSI method, and the MD_SERVER_COMMAND code (WINDOWS_FACTS:
+# Per command: the ADSI method, and the MD_SERVER_COMMAND code (docs/windows-facts.md:
 # documented for W3SVC and FTP only).
 $Controls = @{ 'start' = @('Start', 1); 'stop' = @('Stop', 2); 'pause' = @('Pause', 4); 'continue' = @('Continue', 8) }
 
@@ -128,7 +128,7 @@ function Get-InstanceInfo($Id, $Entry) {
     try {
         $properties = $Entry.psbase.Properties
         $state = $properties['ServerState'].Value
-        # ServerState may read empty while SMTPSVC is stopped (WINDOWS_FACTS);
+        # ServerState may read empty while SMTPSVC is stopped (docs/windows-facts.md);
         # that is reported as null and left to the controller to interpret.
         if ($null -ne $state) {
             $r.server_state = [int]$state
@@ -212,7 +212,7 @@ function Invoke-Way($Step, $Via) {
     } elseif ($Step.op -ceq 'continue_service') {
         (Get-Service -Name SMTPSVC).Continue()
     } elseif ($Via -ceq 'method') {
-        # Two ways because neither is documented for SMTP (WINDOWS_FACTS,
+        # Two ways because neither is documented for SMTP (docs/windows-facts.md,
         # "NOT VERIFIED"); the controller says which to try and in what order.
         $null = ([ADSI]('IIS://localhost/SMTPSVC/' + $Step.id)).psbase.Invoke($Controls[$Step.command][0])
     } else {

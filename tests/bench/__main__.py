@@ -25,7 +25,8 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import COLLECTIONS_ROOT, REPO_ROOT
+from tests.conftest import REPO_ROOT
+from tests.e2e.conftest import ansible_env
 
 OUT = REPO_ROOT / "bench-output"
 REMEDIATE = REPO_ROOT / "playbooks" / "remediate.yml"
@@ -82,21 +83,10 @@ def peak_rss_kib(pid: int) -> int | None:
     return None
 
 
-def ansible_env(workdir: Path, report_dir: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("ANSIBLE_CONFIG", None)
-    env.update({
-        "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS_ROOT),
-        "ANSIBLE_CALLBACKS_ENABLED": "mailops.iis_smtp.fleet_report",
-        "IIS_SMTP_REPORT_DIR": str(report_dir),
-        "ANSIBLE_HOST_KEY_CHECKING": "False",
-        "ANSIBLE_RETRY_FILES_ENABLED": "False",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_LOCAL_TEMP": str(workdir / "ansible-tmp"),
-        "ANSIBLE_HOME": str(workdir / "ansible-home"),
-        "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-    })
+def bench_env(workdir: Path, report_dir: Path) -> dict[str, str]:
+    """The test harness's environment, with only the fleet report enabled."""
+    env = ansible_env(workdir, callbacks=("mailops.iis_smtp.fleet_report",))
+    env["IIS_SMTP_REPORT_DIR"] = str(report_dir)
     return env
 
 
@@ -124,7 +114,7 @@ def run_size(hosts: int) -> dict[str, Any]:
                "--forks", str(FORKS), "-e", json.dumps(extra_vars)]
         started = time.monotonic()
         with (workdir / "ansible.log").open("wb") as log:
-            proc = subprocess.Popen(cmd, env=ansible_env(workdir, report_dir), cwd=workdir,
+            proc = subprocess.Popen(cmd, env=bench_env(workdir, report_dir), cwd=workdir,
                                     stdout=log, stderr=subprocess.STDOUT)
             # wait4 reports the peak RSS of ansible-playbook and of every worker it reaped.
             _pid, status, usage = os.wait4(proc.pid, 0)

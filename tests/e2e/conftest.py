@@ -116,6 +116,15 @@ class SimulatedFleet:
         results = json.loads(record.read_text()) if record.exists() else []
         return PlaybookRun(proc.returncode, proc.stdout, proc.stderr, results, cmd)
 
+    def site_playbook(self, playbook: Path, host_vars: dict[str, dict[str, Any]]) -> Path:
+        """A playbook beside host_vars/ that imports one of ours: per-host settings as users give them."""
+        (self.workdir / "host_vars").mkdir(exist_ok=True)
+        for host, data in host_vars.items():
+            (self.workdir / "host_vars" / f"{host}.yml").write_text(yaml.safe_dump(data))
+        path = self.workdir / f"site-{playbook.stem}.yml"
+        path.write_text(yaml.safe_dump([{"name": "Site", "ansible.builtin.import_playbook": str(playbook)}]))
+        return path
+
     def stop(self) -> dict[str, Any]:
         """Stop the simulator (SIGTERM) and return its final state dump."""
         if self._stopped is None:
@@ -130,14 +139,14 @@ class SimulatedFleet:
         return self._stopped
 
 
-def ansible_env(workdir: Path) -> dict[str, str]:
+def ansible_env(workdir: Path, callbacks: tuple[str, ...] = ("record_results",)) -> dict[str, str]:
     """Environment for a test ``ansible-playbook``: this collection, no user config."""
     env = dict(os.environ)
     env.update({
         "ANSIBLE_COLLECTIONS_PATH": os.environ["ANSIBLE_COLLECTIONS_PATH"],
         "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACK_DIR),
         "ANSIBLE_CALLBACKS_ENABLED": ",".join(
-            filter(None, ["record_results", os.environ.get("MAILOPS_EXTRA_CALLBACKS", "")])),
+            filter(None, [*callbacks, os.environ.get("MAILOPS_EXTRA_CALLBACKS", "")])),
         "ANSIBLE_HOST_KEY_CHECKING": "False",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_NOCOLOR": "1",

@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tests.e2e.conftest import REPO_ROOT, PlaybookRun, SimulatedFleet, operations, operations_since
 
 REMEDIATE = REPO_ROOT / "playbooks" / "remediate.yml"
@@ -103,16 +101,6 @@ AUDIT_AFTER: dict[str, tuple[str, str | None]] = {
 }
 
 
-def site(fleet: SimulatedFleet, playbook: Path, host_vars: dict[str, dict[str, Any]]) -> Path:
-    """Our playbook imported beside host_vars/, the way users give per-host settings."""
-    (fleet.workdir / "host_vars").mkdir(exist_ok=True)
-    for host, data in host_vars.items():
-        (fleet.workdir / "host_vars" / f"{host}.yml").write_text(yaml.safe_dump(data))
-    path = fleet.workdir / f"site-{playbook.stem}.yml"
-    path.write_text(yaml.safe_dump([{"name": "Site", "ansible.builtin.import_playbook": str(playbook)}]))
-    return path
-
-
 def run_with_report(fleet: SimulatedFleet, playbook: Path, name: str) -> tuple[PlaybookRun, dict[str, Any]]:
     out = fleet.workdir / f"report-{name}"
     run = fleet.play(playbook, extra_vars=ALL_AT_ONCE,
@@ -148,9 +136,9 @@ def assert_not_moved_away(scenario: dict[str, Any], state: dict[str, Any], host:
 def test_every_fault_is_reported_by_name_and_moves_nothing_away(sim: Any) -> None:
     fleet = sim(FLEET)
     slow_vars = {"slow": SHORT_TIMEOUTS}
-    run, report = run_with_report(fleet, site(fleet, REMEDIATE, slow_vars), "remediate")
+    run, report = run_with_report(fleet, fleet.site_playbook(REMEDIATE, slow_vars), "remediate")
     after_remediation = time.time()
-    audit, audit_report = run_with_report(fleet, site(fleet, COMPLIANCE, slow_vars), "audit")
+    audit, audit_report = run_with_report(fleet, fleet.site_playbook(COMPLIANCE, slow_vars), "audit")
     state = fleet.stop()
 
     assert run.rc != 0, "failed and unreachable hosts fail the run"

@@ -8,8 +8,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tests.e2e.conftest import REPO_ROOT, PlaybookRun, SimulatedFleet, operations, operations_since
 
 COMPLIANCE = REPO_ROOT / "playbooks" / "compliance.yml"
@@ -35,16 +33,6 @@ def statuses(report: dict[str, Any]) -> dict[str, str]:
     return {h["host"]: h["status"] for h in report["hosts"]}
 
 
-def wrapper(fleet: SimulatedFleet, playbook: Path, host_vars: dict[str, dict[str, Any]]) -> Path:
-    """A playbook beside host_vars/ that imports one of ours: per-host settings as users give them."""
-    (fleet.workdir / "host_vars").mkdir(exist_ok=True)
-    for host, data in host_vars.items():
-        (fleet.workdir / "host_vars" / f"{host}.yml").write_text(yaml.safe_dump(data))
-    path = fleet.workdir / f"site-{playbook.stem}.yml"
-    path.write_text(yaml.safe_dump([{"name": "Site", "ansible.builtin.import_playbook": str(playbook)}]))
-    return path
-
-
 MIXED: dict[str, Any] = {
     "defaults": {"os": "Windows Server 2019", "transition_s": 0.05},
     "hosts": {
@@ -66,8 +54,8 @@ EXCEPTIONS = {"exception01": {"iis_smtp_instance_states": {"Standby": "stopped"}
 
 def test_audit_remediate_audit(sim: Any) -> None:
     fleet = sim(MIXED)
-    compliance = wrapper(fleet, COMPLIANCE, EXCEPTIONS)
-    remediate = wrapper(fleet, REMEDIATE, EXCEPTIONS)
+    compliance = fleet.site_playbook(COMPLIANCE, EXCEPTIONS)
+    remediate = fleet.site_playbook(REMEDIATE, EXCEPTIONS)
 
     report = run_with_report(fleet, compliance, "audit", extra_vars=ALL_AT_ONCE)[1]
     assert statuses(report) == {

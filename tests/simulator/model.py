@@ -1,7 +1,7 @@
 """An in-memory Windows host with IIS SMTP, as the agent sees it.
 
 The collection is tested against this model instead of Windows, so it plays
-the Windows behaviour described in /work/shared/design/WINDOWS_FACTS.md
+the Windows behaviour described in docs/windows-facts.md
 (service and instance states, transitional `ServerState` values that settle in
 real time, `ServerAutoStart`, missing features, access denied) and records
 every control operation it performs, which is how tests prove that a compliant
