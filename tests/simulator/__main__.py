@@ -6,6 +6,8 @@
 The inventory appears (atomically) only once every listener accepts
 connections, so a caller can simply wait for the file. SIGTERM or SIGINT ends
 the run; the state dump is then written (atomically) and the exit code is 0.
+SIGUSR1 writes the state dump as it is now and keeps serving, so a check can
+read the operation log of a fleet that goes on running.
 A scenario or configuration error exits 2 before anything listens.
 """
 
@@ -80,7 +82,12 @@ def _load_fleet(path: Path) -> FleetLike:
     return fleet
 
 
-def _serve(fleet: FleetLike, args: argparse.Namespace, stop: threading.Event, workdir: Path) -> int:
+def _write_dump(fleet: FleetLike, path: Path | None) -> None:
+    if path is not None:
+        inventory.write_atomic(path, json.dumps(fleet.dump(), indent=2, sort_keys=True) + "\n")
+
+
+def _serve(fleet: FleetLike, args: argparse.Namespace, signals: Signals, workdir: Path) -> int:
     with contextlib.ExitStack() as stack:
         log_stream = None
         if args.request_log is not None:
@@ -99,23 +106,40 @@ def _serve(fleet: FleetLike, args: argparse.Namespace, stop: threading.Event, wo
                 file=sys.stderr,
                 flush=True,
             )
-            stop.wait()
+            while not signals.stop.is_set():
+                signals.wake.wait()
+                signals.wake.clear()
+                if signals.dump.is_set():
+                    signals.dump.clear()
+                    _write_dump(fleet, args.state_dump)
         finally:
             simulator.stop()
-    if args.state_dump is not None:
-        state = json.dumps(fleet.dump(), indent=2, sort_keys=True)
-        inventory.write_atomic(args.state_dump, state + "\n")
+    _write_dump(fleet, args.state_dump)
     return 0
 
 
+class Signals:
+    """What the signal handlers ask of the serving loop (handlers only set flags)."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.dump = threading.Event()
+        self.wake = threading.Event()
+
+    def on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stop.set()
+        self.wake.set()
+
+    def on_dump(self, signum: int, frame: FrameType | None) -> None:
+        self.dump.set()
+        self.wake.set()
+
+
 def run(args: argparse.Namespace) -> int:
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    signals = Signals()
+    signal.signal(signal.SIGTERM, signals.on_stop)
+    signal.signal(signal.SIGINT, signals.on_stop)
+    signal.signal(signal.SIGUSR1, signals.on_dump)
     raise_file_limit()
     try:
         fleet = _load_fleet(args.scenario)
@@ -124,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="mailops-simulator-"))
     try:
-        return _serve(fleet, args, stop, workdir)
+        return _serve(fleet, args, signals, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -137,17 +137,29 @@ def test_cli_serves_the_scenario_and_dumps_state(simulator: tuple[subprocess.Pop
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", hosts["relay03"]["ansible_port"]), timeout=5)
 
+    # SIGUSR1: the state as it is now, and the fleet keeps serving.
+    dump_path = directory / "state.json"
+    assert not dump_path.exists()
+    process.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 30
+    while not dump_path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    live = json.loads(dump_path.read_text())["hosts"]
+    assert live["relay01"]["observes"] == 2 and live["relay02"]["observes"] == 1
+    assert process.poll() is None
+    assert _run(_protocol(relay01), command, arguments)[2] == 0
+
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
     state = json.loads((directory / "state.json").read_text())["hosts"]
-    assert state["relay01"]["observes"] == 2 and state["relay02"]["observes"] == 1
+    assert state["relay01"]["observes"] == 3 and state["relay02"]["observes"] == 1
     assert state["relay01"]["operations"] == []
 
     log_text = (directory / "requests.jsonl").read_text()
     assert "Basic-Pa55" not in log_text and relay02["ansible_password"] not in log_text
     entries = [json.loads(line) for line in log_text.splitlines()]
     commands = [e for e in entries if e.get("action") == "Command"]
-    assert [e["command"] for e in commands if e["host"] == "relay01"] == ["PowerShell", "PowerShell", "ipconfig"]
+    assert [e["command"] for e in commands if e["host"] == "relay01"] == ["PowerShell", "PowerShell", "ipconfig", "PowerShell"]
     assert not os.path.exists(relay02["ansible_winrm_ca_trust_path"])
 
 
