@@ -9,7 +9,9 @@ a temporary directory (a symlink back to the repository), put it first on
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +28,8 @@ def _collections_root() -> Path:
     target.mkdir(parents=True)
     (target / "iis_smtp").symlink_to(REPO_ROOT, target_is_directory=True)
     os.environ["MAILOPS_TEST_COLLECTIONS"] = str(root)
+    # rmtree unlinks the symlink and never follows it into the repository.
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     return root
 
 

@@ -46,6 +46,7 @@ from ansible.plugins.callback import CallbackBase
 from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _report
 
 OUR_ACTIONS = _report.VS_ACTIONS | _report.INFO_ACTIONS
+OUR_ROLE_PREFIX = "mailops.iis_smtp."
 NOT_RUN_REASON = "the play ended before this host ran (max_fail_percentage reached or a serial batch failed)"
 
 
@@ -55,6 +56,10 @@ def _tasks_use_collection(items: Any) -> bool:
             if _tasks_use_collection(item.block) or _tasks_use_collection(item.rescue) or _tasks_use_collection(item.always):
                 return True
         elif (getattr(item, "resolved_action", None) or getattr(item, "action", None)) in OUR_ACTIONS:
+            return True
+        elif str(getattr(item, "_role_name", None) or "").startswith(OUR_ROLE_PREFIX):
+            # include_role is resolved only when it runs: a play that stops
+            # before then must still count, or its hosts vanish from the report.
             return True
     return False
 

@@ -190,7 +190,9 @@ def _compliant(after: Host, desired: Desired) -> bool:
         inst = after.instance(inst_id)
         if inst is None or inst.state != want:
             return False
-        if want != "stopped" and after.smtp.state != "running":
+        # A paused service shows every instance as paused, which is what a
+        # paused target asks for; the planner sends nothing then either.
+        if want == "started" and after.smtp.state != "running":
             return False
     return True
 
@@ -213,7 +215,10 @@ def _enforce_result(args: EnforceArgs, desired: Desired, before: Host, after: Ho
             continue
         a = after.instance(inst_id) or b
         acts = actions.get(inst_id, [])
-        sent_ok = any(op.get("ok") and op.get("id") == inst_id for op in operations)
+        # In check mode, what a run would send: a command can leave the state
+        # as it was (a service start brings it back, then it is stopped again).
+        sent_ok = bool(acts) if predicted_change is not None else \
+            any(op.get("ok") and op.get("id") == inst_id for op in operations)
         servers.append({"id": inst_id, "name": b.name, "desired": want, "before": b.summary(),
                         "after": a.summary(), "changed": (acted and a.summary() != b.summary()) or sent_ok,
                         "actions": list(acts)})

@@ -38,6 +38,8 @@ _SERVICE_STATES: dict[str, str] = {
 SERVICE_TRANSITIONAL = frozenset({"starting", "stopping", "continuing", "pausing"})
 
 ACCESS_DENIED_HRESULT = "0x80070005"
+# The same bound the transport puts on what it quotes of agent output.
+MESSAGE_LIMIT = 200
 
 
 @dataclass(frozen=True)
@@ -143,13 +145,19 @@ class Host:
                 "smtp_available": self.smtp_available}
 
 
+def _bounded(text: str) -> str:
+    """A host's error text as results quote it: a hung or chatty host cannot flood the output."""
+    text = text.strip()
+    return text[:MESSAGE_LIMIT] + ("..." if len(text) > MESSAGE_LIMIT else "")
+
+
 def parse_error(raw: Any) -> WinError | None:
     if not raw:
         return None
     if isinstance(raw, dict):
-        return WinError(message=str(raw.get("message") or "unknown error"),
+        return WinError(message=_bounded(str(raw.get("message") or "unknown error")),
                         hresult=raw.get("hresult") or None, type=raw.get("type") or None)
-    return WinError(message=str(raw))
+    return WinError(message=_bounded(str(raw)))
 
 
 def service_state(raw: Any) -> str | None:

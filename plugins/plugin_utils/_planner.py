@@ -96,7 +96,7 @@ def _after_service_continue(inst: Instance) -> Instance:
     # A paused service reports every running instance as paused; continuing
     # it brings them back. One paused on its own cannot be told apart and is
     # found on the next observation.
-    return inst.with_state("started") if inst.state == "paused" else inst
+    return inst.with_state("started") if inst.state in ("paused", "pausing") else inst
 
 
 def _needs_commands(host: Host, desired: Desired, skip: frozenset[int]) -> bool:
@@ -105,7 +105,7 @@ def _needs_commands(host: Host, desired: Desired, skip: frozenset[int]) -> bool:
         want = desired.state_of(inst.id)
         if want is None or inst.id in skip:
             continue
-        if host.smtp.state == "stopped" and want == "stopped":
+        if host.smtp.state in ("stopped", "stopping") and want == "stopped":
             continue
         if inst.state != want:
             return True
@@ -136,11 +136,18 @@ def plan(host: Host, desired: Desired, skip: frozenset[int] = frozenset()) -> Pl
     if needs_running and smtp.state in SERVICE_TRANSITIONAL:
         waiting = True
         service_state = "running"
+        # Predict what the service brings back once it runs, as for a
+        # stable service, so check mode names the commands a run sends.
         if smtp.state == "stopping":
             service_ops.append("start_service")
             instances = {i: _after_service_start(inst) for i, inst in instances.items()}
-        elif smtp.state == "pausing":
-            service_ops.append("continue_service")
+        elif smtp.state == "starting":
+            instances = {i: _after_service_start(inst) if inst.state == UNKNOWN else inst
+                         for i, inst in instances.items()}
+        else:
+            if smtp.state == "pausing":
+                service_ops.append("continue_service")
+            instances = {i: _after_service_continue(inst) for i, inst in instances.items()}
     elif needs_running and smtp.state in ("stopped", "paused"):
         effective_mode = want_mode if want_mode is not None else smtp.start_mode
         if smtp.state == "stopped" and effective_mode == "disabled":
@@ -175,6 +182,13 @@ def plan(host: Host, desired: Desired, skip: frozenset[int] = frozenset()) -> Pl
             predicted_instances.append(inst.with_state("stopped"))
             instance_actions[inst_id] = ()
             continue
+        if service_state == "stopping" and want == "stopped":
+            # The service stopping stops them all; a command would only race
+            # it, so wait for one that does not read stopped yet.
+            waiting = waiting or inst.state != "stopped"
+            predicted_instances.append(inst.with_state("stopped"))
+            instance_actions[inst_id] = ()
+            continue
         commands = path(inst.state, want)
         instance_actions[inst_id] = commands
         predicted_instances.append(inst.with_state(want))
@@ -192,6 +206,8 @@ def plan(host: Host, desired: Desired, skip: frozenset[int] = frozenset()) -> Pl
         steps = mode_ops + service_now + instance_now
         ops = (["set_start_mode"] if mode_change else []) + service_ops
 
+    if service_state == "stopping" and waiting:
+        service_state = "stopped"
     predicted = replace(
         host,
         smtp=replace(smtp, state=service_state, start_mode=want_mode if want_mode is not None else smtp.start_mode),

@@ -103,6 +103,20 @@ def _last(events: Sequence[Event], actions: frozenset[str]) -> Event | None:
     return None
 
 
+def _readback(events: Sequence[Event], vs: Event | None) -> Event | None:
+    """The info result that shows the host as the virtual_server task left it.
+
+    In check mode nothing changed, so any read will do; after a real run only
+    a read taken later counts: one taken before (the usual "show, then
+    enforce" playbook) shows the drift that was just repaired.
+    """
+    info = _last(events, INFO_ACTIONS)
+    if vs is None or info is None or vs.check_mode:
+        return info
+    position = {id(event): index for index, event in enumerate(events)}
+    return info if position[id(info)] > position[id(vs)] else None
+
+
 def _failure_reason(event: Event) -> tuple[str, str | None]:
     msg = event.result.get("msg") or f"task '{event.task}' failed"
     code = event.result.get("reason")
@@ -238,7 +252,7 @@ def host_status(events: Sequence[Event], not_run_reason: str) -> tuple[str, str 
         return "compliant", None, None
     if info is not None and info.status == "failed":
         return ("failed", *_failure_reason(info))
-    mismatches = _verify_mismatches(vs, info)
+    mismatches = _verify_mismatches(vs, _readback(events, vs))
     if mismatches:
         return "non_compliant", "; ".join(mismatches), "verify"
     if vs.result.get("compliant") is False:
@@ -253,9 +267,14 @@ def host_report(host: str, play: str, events: Sequence[Event], not_run_reason: s
     status, reason, code = host_status(events, not_run_reason)
     vs = _last(events, VS_ACTIONS)
     info = _last(events, INFO_ACTIONS)
+    readback = _readback(events, vs)
     source = info if info is not None and info.status != "failed" else vs
     host_facts = (source.result.get("host") if source else None) or {}
-    findings_from = info if info is not None and info.status != "failed" else vs
+    findings_from = readback if readback is not None and readback.status != "failed" else vs
+    if findings_from is not None and "findings" not in findings_from.result and info is not None \
+            and info.status != "failed":
+        # The task stopped before looking at the host; the earlier read still stands.
+        findings_from = info
     findings = [
         {k: f.get(k) for k in ("rule", "severity", "instance", "message")}
         for f in ((findings_from.result.get("findings") if findings_from else None) or [])
@@ -271,7 +290,7 @@ def host_report(host: str, play: str, events: Sequence[Event], not_run_reason: s
         "check_mode": check_mode,
         "os": (host_facts.get("os") or {}).get("caption"),
         "computer_name": host_facts.get("computer_name"),
-        "instances": _instances(vs, info, status) if vs else [],
+        "instances": _instances(vs, readback, status) if vs else [],
         "findings": findings,
         "changes": _change_lines(vs.result) if vs else [],
         "changes_predicted": check_mode,

@@ -16,6 +16,7 @@ import binascii
 import json
 import os
 import re
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -223,6 +224,18 @@ def _is_polling(request: dict[str, Any]) -> bool:
     return request.get("action") == "observe" or not request.get("steps")
 
 
+def _shortened(request: dict[str, Any], spent: float) -> dict[str, Any]:
+    """The request for a retry: a wait keeps only what is left of its settle time.
+
+    The engine's timeout is the task's total; a retried wait that started
+    the settle time afresh could run past it by a whole settle period.
+    """
+    settle = request.get("settle_timeout_s")
+    if not isinstance(settle, int) or isinstance(settle, bool):
+        return request
+    return {**request, "settle_timeout_s": max(0, int(settle - spent))}
+
+
 class Channel:
     """A `call(request) -> response` bound to one connection, for the engine.
 
@@ -230,15 +243,18 @@ class Channel:
     user learns it at once. Later read-only calls (observe, or an apply with no
     steps, which only waits) get one retry after a connection reset, as
     ansible.windows' win_updates does for its polls, because WinRM under load
-    drops connections now and then. Calls with steps are never repeated: the
-    first attempt may have reached the host.
+    drops connections now and then; a retried wait keeps only the settle time
+    left, so the task's total timeout still holds. Calls with steps are never
+    repeated: the first attempt may have reached the host.
     """
 
     def __init__(self, connection: Any, agent_text: str | None = None,
-                 runner: Callable[[Any, dict[str, Any], str | None], dict[str, Any]] = call) -> None:
+                 runner: Callable[[Any, dict[str, Any], str | None], dict[str, Any]] = call,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._connection = connection
         self._agent = agent_text
         self._runner = runner
+        self._clock = clock
         self.calls = 0
 
     def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -246,6 +262,7 @@ class Channel:
         self.calls += 1
         if self._agent is None:
             self._agent = load_agent()
+        started = self._clock()
         try:
             return self._runner(self._connection, request, self._agent)
         except AgentError as exc:
@@ -257,4 +274,4 @@ class Channel:
                 reset()
             except Exception as exc:
                 raise classify_exception(exc) from exc
-        return self._runner(self._connection, request, self._agent)
+        return self._runner(self._connection, _shortened(request, self._clock() - started), self._agent)

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import yaml
@@ -66,6 +66,7 @@ class SimulatedFleet:
     state_dump: Path
     request_log: Path
     process: subprocess.Popen[bytes]
+    log: IO[bytes] | None = None
     _stopped: dict[str, Any] | None = field(default=None)
 
     def hosts(self) -> dict[str, Any]:
@@ -135,6 +136,8 @@ class SimulatedFleet:
                 except subprocess.TimeoutExpired:
                     self.process.kill()
                     self.process.wait()
+            if self.log is not None:
+                self.log.close()
             self._stopped = json.loads(self.state_dump.read_text()) if self.state_dump.exists() else {}
         return self._stopped
 
@@ -181,13 +184,16 @@ def start_simulator(scenario: dict[str, Any] | Path, workdir: Path) -> Simulated
     deadline = time.monotonic() + START_TIMEOUT_S
     while not inventory.exists():
         if process.poll() is not None:
+            log.close()
             raise RuntimeError(f"simulator exited with {process.returncode}:\n"
                                f"{(workdir / 'simulator.log').read_text()}")
         if time.monotonic() > deadline:
             process.kill()
+            process.wait()
+            log.close()
             raise RuntimeError("simulator did not write its inventory in time")
         time.sleep(0.05)
-    return SimulatedFleet(workdir, inventory, state_dump, request_log, process)
+    return SimulatedFleet(workdir, inventory, state_dump, request_log, process, log)
 
 
 @pytest.fixture
@@ -201,8 +207,18 @@ def sim(tmp_path: Path) -> Iterator[Callable[..., SimulatedFleet]]:
         return fleet
 
     yield factory
+    # Every simulator is stopped even when one of them fails to stop cleanly.
+    errors: list[Exception] = []
     for fleet in started:
-        fleet.stop()
+        try:
+            fleet.stop()
+        except Exception as exc:  # reported below, after the others are stopped
+            if fleet.process.poll() is None:
+                fleet.process.kill()
+                fleet.process.wait()
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 def operations(state: dict[str, Any], host: str) -> list[dict[str, Any]]:

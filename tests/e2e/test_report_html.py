@@ -41,12 +41,28 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def chromium() -> str:
+ENSURE_CHROMIUM = Path(__file__).resolve().parent / "ensure_chromium.sh"
+
+
+def find_chromium() -> str | None:
     for name in ("chromium", "chromium-browser"):
         path = shutil.which(name)
         if path:
             return path
-    pytest.fail("chromium is not installed; run tests/e2e/ensure_chromium.sh")
+    return None
+
+
+def chromium() -> str:
+    """The browser, installed through ensure_chromium.sh when this machine lacks it."""
+    path = find_chromium()
+    if path is None:
+        proc = subprocess.run(["bash", str(ENSURE_CHROMIUM)], capture_output=True, text=True, timeout=900,
+                              check=False)
+        path = find_chromium()
+        if path is None:
+            pytest.fail(f"chromium is missing and {ENSURE_CHROMIUM} could not install it "
+                        f"(exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return path
 
 
 def run_chromium(*args: str) -> subprocess.CompletedProcess[str]:
