@@ -77,6 +77,9 @@ notes:
     C(ansible_shell_type=powershell)); needs a local administrator.
   - The SMTP Server feature was removed from Windows Server 2025; such hosts fail with
     RV(reason=smtp_removed_from_os).
+  - O(timeout) bounds the waiting for states to settle. It cannot interrupt a single call that
+    hangs on the host (a Windows API that never returns); the connection's own timeouts
+    (for winrm C(ansible_winrm_read_timeout_sec)) and the task keyword C(timeout) bound that.
 seealso:
   - module: mailops.iis_smtp.virtual_server_info
 """
