@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import selectors
 import socket
 import ssl
@@ -68,6 +69,10 @@ ACTIONS = {
 E_NOTIMPL = 0x80004001
 E_FAIL = 0x80004005
 ERROR_WSMAN_INVALID_SELECTORS = 0x8033805B
+# ERROR_WSMAN_OPERATION_TIMEDOUT (2150858793): pywinrm recognises a Receive
+# timeout by this code alone and quietly sends the next Receive.
+ERROR_WSMAN_OPERATION_TIMEDOUT = 0x80338029
+TIMED_OUT_MESSAGE = "The WS-Management service cannot complete the operation within the time specified in OperationTimeout."
 
 ENCRYPTED_PROTOCOL = "application/HTTP-SPNEGO-session-encrypted"
 MIME_BOUNDARY = b"--Encrypted Boundary"
@@ -80,6 +85,8 @@ RECEIVE_BUDGET = 96 * 1024
 STREAM_CHUNK = 32 * 1024
 MAX_BODY = 16 * 1024 * 1024
 IDLE_TIMEOUT_S = 300.0
+# What WinRM assumes when a request carries no w:OperationTimeout.
+DEFAULT_OPERATION_TIMEOUT_S = 20.0
 TLS_HANDSHAKE_TIMEOUT_S = 30.0
 
 SUPPORTED_AUTH = ("basic", "ntlm")
@@ -180,6 +187,7 @@ class Request:
     resource_uri: str
     shell_id: str | None
     body: ET.Element
+    operation_timeout: str = ""
 
 
 def _q(ns: str, tag: str) -> str:
@@ -225,7 +233,28 @@ def parse_request(xml: bytes) -> Request:
         resource_uri=text(_q(NS_WSMAN, "ResourceURI")),
         shell_id=shell_id,
         body=body,
+        operation_timeout=text(_q(NS_WSMAN, "OperationTimeout")),
     )
+
+
+_DURATION = re.compile(r"P(?:(\d+)D)?(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?")
+
+
+def parse_duration(value: str) -> float:
+    """Seconds in an xs:duration as WS-Management sends it (``PT20.000S``, ``PT1M``, ``P0DT20S``)."""
+    match = _DURATION.fullmatch(value.strip())
+    if match is None or value.strip() in ("P", ""):
+        raise WsmanFault(
+            f"w:OperationTimeout {value!r} is not an xs:duration such as PT20.000S",
+            subcode="w:SchemaValidationError",
+            sender=True,
+        )
+    days, hours, minutes, seconds = match.groups()
+    return int(days or 0) * 86400.0 + int(hours or 0) * 3600.0 + int(minutes or 0) * 60.0 + float(seconds or 0)
+
+
+def operation_timeout_s(request: Request) -> float:
+    return parse_duration(request.operation_timeout) if request.operation_timeout else DEFAULT_OPERATION_TIMEOUT_S
 
 
 _ENVELOPE_OPEN = (
@@ -276,17 +305,40 @@ def _stream_elements(name: str, command_id: str, data: bytes) -> list[str]:
 
 @dataclass
 class _Command:
+    """One WinRS command: its input, and its outcome once the host model has produced it.
+
+    The worker thread writes ``stdout`` ... ``fault`` and then sets ``done``;
+    readers look at them only after ``done`` is set.
+    """
+
     command_id: str
-    stdout: bytes
-    stderr: bytes
-    exit_code: int
-    delay_s: float
-    cut: bool
+    done: threading.Event = field(default_factory=threading.Event)
+    stdout: bytes = b""
+    stderr: bytes = b""
+    exit_code: int = 0
+    delay_s: float = 0.0
+    cut: bool = False
+    fault: WsmanFault | None = None
     stdin: list[bytes] = field(default_factory=list)
     stdin_closed: bool = False
-    first_receive: bool = True
+    delivered: bool = False
     out_pos: int = 0
     err_pos: int = 0
+
+    def finish(self, outcome: CommandOutcomeLike) -> None:
+        if outcome.wsman_fault:
+            self.fault = WsmanFault(outcome.wsman_fault)
+        else:
+            self.stdout = bytes(outcome.stdout)
+            self.stderr = bytes(outcome.stderr)
+            self.exit_code = int(outcome.exit_code)
+            self.delay_s = float(outcome.delay_s or 0)
+            self.cut = bool(outcome.cut)
+        self.done.set()
+
+    def fail(self, fault: WsmanFault) -> None:
+        self.fault = fault
+        self.done.set()
 
 
 @dataclass
@@ -401,32 +453,35 @@ class HostService:
         arguments = [node.text or "" for node in line.iterfind(_q(NS_SHELL, "Arguments"))]
         log["command"] = command
         log["args_sha256"] = hashlib.sha256("\0".join(arguments).encode()).hexdigest()[:12]
-        outcome = self._run(command, arguments)
-        if outcome.wsman_fault:
-            raise WsmanFault(outcome.wsman_fault)
         command_id = str(uuid.uuid4()).upper()
-        entry = _Command(
-            command_id=command_id,
-            stdout=bytes(outcome.stdout),
-            stderr=bytes(outcome.stderr),
-            exit_code=int(outcome.exit_code),
-            delay_s=float(outcome.delay_s or 0),
-            cut=bool(outcome.cut),
-        )
+        entry = _Command(command_id)
         with self._lock:
             self._shell(request).commands[command_id] = entry
+        # Like WinRS, Command answers as soon as the command has started; the
+        # outcome (an apply may settle for minutes) is collected by Receive.
+        # A Signal or Delete only forgets the entry: the model call cannot be
+        # interrupted, so the worker finishes and its outcome is dropped.
+        worker = threading.Thread(
+            target=self._run,
+            args=(entry, command, arguments),
+            name=f"winrs-{self.host.name}-{command_id[:8]}",
+            daemon=True,
+        )
+        worker.start()
         log["command_id"] = command_id
         body = f"<rsp:CommandResponse><rsp:CommandId>{command_id}</rsp:CommandId></rsp:CommandResponse>"
         return Reply(200, envelope(NS_SHELL + "/CommandResponse", request.message_id, body))
 
-    def _run(self, command: str, arguments: list[str]) -> CommandOutcomeLike:
+    def _run(self, entry: _Command, command: str, arguments: list[str]) -> None:
         try:
-            return self.host.run_command(command, arguments)
+            outcome = self.host.run_command(command, arguments)
         except Exception as exc:
             # A bug in the model: loud on stderr, and a fault the client can
             # show, instead of a connection dropped without a word.
             traceback.print_exc()
-            raise WsmanFault(f"simulator internal error: {type(exc).__name__}: {exc}") from exc
+            entry.fail(WsmanFault(f"simulator internal error: {type(exc).__name__}: {exc}"))
+        else:
+            entry.finish(outcome)
 
     def _do_send(self, request: Request, log: dict[str, Any]) -> Reply:
         stream = request.body.find(f"{_q(NS_SHELL, 'Send')}/{_q(NS_SHELL, 'Stream')}")
@@ -462,13 +517,29 @@ class HostService:
     def _do_receive(self, request: Request, log: dict[str, Any]) -> Reply:
         desired = request.body.find(f"{_q(NS_SHELL, 'Receive')}/{_q(NS_SHELL, 'DesiredStream')}")
         command_id = desired.get("CommandId") if desired is not None else None
+        timeout_s = operation_timeout_s(request)
         with self._lock:
             command = self._command(request, command_id)
-            # Slow and cut answers hit the first Receive only: the output that
-            # left the host is gone, as on a real broken connection.
-            first, command.first_receive = command.first_receive, False
         log["command_id"] = command.command_id
+        if not command.done.wait(timeout_s):
+            log["timed_out"] = True
+            raise WsmanFault(
+                TIMED_OUT_MESSAGE,
+                code=ERROR_WSMAN_OPERATION_TIMEDOUT,
+                subcode="w:TimedOut",
+            )
+        if command.fault is not None:
+            raise command.fault
+        with self._lock:
+            # A Signal may have come while this Receive waited.
+            command = self._command(request, command_id)
+            # Slow and cut answers hit the first Receive that carries output
+            # only: the output that left the host is gone, as on a real broken
+            # connection. Timed-out Receives before it do not count.
+            first, command.delivered = not command.delivered, True
         if first and command.delay_s > 0:
+            # A server that stops answering, unlike a slow command: no
+            # TimedOut fault comes, so the client's read timeout fires.
             time.sleep(command.delay_s)
         with self._lock:
             body = self._take_output(command)

@@ -11,6 +11,8 @@ import base64
 import io
 import json
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,11 +23,11 @@ from typing import Any
 import pytest
 import requests
 import xmltodict
-from winrm.exceptions import InvalidCredentialsError, WSManFaultError
+from winrm.exceptions import InvalidCredentialsError, WinRMOperationTimeoutError, WinRMTransportError, WSManFaultError
 from winrm.protocol import Protocol
 
 from tests.simulator import tls
-from tests.simulator.server import CMD_RESOURCE_URI, ConfigError, Simulator
+from tests.simulator.server import CMD_RESOURCE_URI, ConfigError, Simulator, WsmanFault, parse_duration
 
 
 @dataclass
@@ -52,6 +54,8 @@ class ScriptedHost:
     faults: dict[str, Any] = field(default_factory=dict)
     outcome: Outcome | None = None
     broken: bool = False
+    sleep_s: float = 0
+    gate: threading.Event | None = None
     calls: list[tuple[str, list[str]]] = field(default_factory=list)
 
     def fault_fires(self, name: str, action: str | None = None) -> bool:
@@ -62,6 +66,10 @@ class ScriptedHost:
 
     def run_command(self, command: str, arguments: list[str]) -> Outcome:
         self.calls.append((command, arguments))
+        # A slow model call, such as an apply waiting for its instances to settle.
+        time.sleep(self.sleep_s)
+        if self.gate is not None:
+            self.gate.wait()
         if self.broken:
             raise KeyError("no such instance")
         return self.outcome or Outcome(f"{command}|{' '.join(arguments)}".encode(), b"warning", 0)
@@ -401,3 +409,110 @@ def test_bad_configuration_is_refused_before_binding(workdir: Path) -> None:
         )
     with pytest.raises(ConfigError, match="NTLM password cannot contain ':'"):
         Simulator([ScriptedHost("relay01", auth="ntlm", password="a:b")], workdir)
+
+
+def test_command_slower_than_the_read_timeout_arrives_through_several_receives(fleet: Any, request_log: io.StringIO) -> None:
+    running = fleet(ScriptedHost("relay01", sleep_s=4, outcome=Outcome(b"settled", b"", 3)))
+    protocol = running.protocol("relay01", read_timeout_sec=3, operation_timeout_sec=1)
+    assert run(protocol) == (b"settled", b"", 3)
+    receives = [e for e in log_entries(request_log) if e.get("action") == "Receive"]
+    assert len(receives) > 1
+    assert all(e["status"] == 500 and e["timed_out"] for e in receives[:-1])
+    assert receives[-1]["status"] == 200
+
+
+def test_receive_of_a_running_command_is_the_timed_out_fault_pywinrm_retries_on(fleet: Any) -> None:
+    gate = threading.Event()
+    running = fleet(ScriptedHost("relay01", gate=gate))
+    protocol = running.protocol("relay01", read_timeout_sec=3, operation_timeout_sec=1)
+    shell_id = protocol.open_shell()
+    command_id = protocol.run_command(shell_id, "PowerShell", ["-x"])
+    with pytest.raises(WinRMOperationTimeoutError):
+        protocol.get_command_output_raw(shell_id, command_id)
+    gate.set()
+    assert protocol.get_command_output(shell_id, command_id) == (b"PowerShell|-x", b"warning", 0)
+    protocol.close_shell(shell_id)
+
+
+def test_timed_out_fault_has_the_windows_shape(fleet: Any) -> None:
+    gate = threading.Event()
+    running = fleet(ScriptedHost("relay01", gate=gate))
+    protocol = running.protocol("relay01", read_timeout_sec=3, operation_timeout_sec=1)
+    shell_id = protocol.open_shell()
+    command_id = protocol.run_command(shell_id, "PowerShell", ["-x"])
+    request = {
+        "env:Envelope": protocol.build_wsman_header(
+            action="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Receive",
+            resource_uri=CMD_RESOURCE_URI,
+            shell_id=shell_id,
+        )
+    }
+    request["env:Envelope"]["env:Body"] = {"rsp:Receive": {"rsp:DesiredStream": {"@CommandId": command_id, "#text": "stdout stderr"}}}
+    # The transport's error carries the HTTP status and body before Protocol interprets them.
+    with pytest.raises(WinRMTransportError) as caught:
+        protocol.transport.send_message(xmltodict.unparse(request))
+    gate.set()
+    assert caught.value.code == 500
+    fault = xmltodict.parse(caught.value.response_text)["s:Envelope"]["s:Body"]["s:Fault"]
+    assert fault["s:Code"]["s:Value"] == "s:Receiver"
+    assert fault["s:Code"]["s:Subcode"]["s:Value"] == "w:TimedOut"
+    assert fault["s:Detail"]["f:WSManFault"]["@Code"] == "2150858793"
+    assert "OperationTimeout" in fault["s:Reason"]["s:Text"]["#text"]
+
+
+def test_signal_of_a_running_command_drops_its_outcome(fleet: Any) -> None:
+    gate = threading.Event()
+    running = fleet(ScriptedHost("relay01", gate=gate))
+    protocol = running.protocol("relay01", read_timeout_sec=3, operation_timeout_sec=1)
+    shell_id = protocol.open_shell()
+    command_id = protocol.run_command(shell_id, "PowerShell", ["-x"])
+    protocol.cleanup_command(shell_id, command_id)
+    with pytest.raises(WSManFaultError, match=f"command with CommandId {command_id} was not found"):
+        protocol.get_command_output_raw(shell_id, command_id)
+    protocol.close_shell(shell_id)
+    workers = [t for t in threading.enumerate() if t.name == f"winrs-relay01-{command_id[:8]}"]
+    assert len(workers) == 1 and workers[0].daemon
+    gate.set()
+    workers[0].join(timeout=10)
+    assert not workers[0].is_alive()
+    assert running.hosts["relay01"].calls == [("PowerShell", ["-x"])]
+    assert running.simulator.services["relay01"].open_shells == 0
+
+
+def test_delay_after_a_slow_command_still_times_out(fleet: Any) -> None:
+    running = fleet(ScriptedHost("relay01", sleep_s=1.5, outcome=Outcome(b"late", delay_s=5)))
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        run(running.protocol("relay01", read_timeout_sec=3, operation_timeout_sec=1))
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("PT20.000S", 20.0), ("PT1S", 1.0), ("PT0.5S", 0.5), ("PT2M", 120.0), ("PT1H1M1S", 3661.0), ("P1DT0S", 86400.0), ("P0D", 0.0)],
+)
+def test_operation_timeout_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["20", "PT", "P", "PTS", "PT-1S", "PT1.S", "1S"])
+def test_bad_operation_timeout_is_refused(text: str) -> None:
+    with pytest.raises(WsmanFault, match="is not an xs:duration"):
+        parse_duration(text)
+
+
+def test_bad_operation_timeout_on_receive_is_a_clear_fault(fleet: Any) -> None:
+    running = fleet(ScriptedHost("relay01"))
+    protocol = running.protocol("relay01")
+    shell_id = protocol.open_shell()
+    command_id = protocol.run_command(shell_id, "PowerShell", ["-x"])
+    request = {
+        "env:Envelope": protocol.build_wsman_header(
+            action="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Receive",
+            resource_uri=CMD_RESOURCE_URI,
+            shell_id=shell_id,
+        )
+    }
+    request["env:Envelope"]["env:Header"]["w:OperationTimeout"] = "twenty seconds"
+    request["env:Envelope"]["env:Body"] = {"rsp:Receive": {"rsp:DesiredStream": {"@CommandId": command_id, "#text": "stdout stderr"}}}
+    with pytest.raises(WSManFaultError, match="w:OperationTimeout 'twenty seconds' is not an xs:duration"):
+        protocol.send_message(xmltodict.unparse(request))
+    assert protocol.get_command_output(shell_id, command_id)[2] == 0
