@@ -19,7 +19,10 @@ description:
   - At the end of the run writes C(report.json), C(report.junit.xml) and C(report.html) to the report
     directory and prints a short summary table.
   - Every targeted host appears exactly once with a status, including hosts that never ran because the
-    play stopped early (reported as C(failed) with a reason starting with C(not run)).
+    play stopped early, or because the playbook stopped before a later play that targets them (reported as
+    C(failed) with a reason starting with C(not run)).
+  - A host on which every task of this collection was skipped (a C(when) excluded it) is reported as
+    C(skipped), which does not fail the run's summary.
   - Host variables and connection settings are never written to the report.
 requirements:
   - enable in C(ansible.cfg) (C(callbacks_enabled = mailops.iis_smtp.fleet_report)) or with
@@ -38,16 +41,22 @@ options:
 
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from ansible.playbook.block import Block
 from ansible.plugins.callback import CallbackBase
+from ansible.template import Templar
 
 from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _report
 
 OUR_ACTIONS = _report.VS_ACTIONS | _report.INFO_ACTIONS
 OUR_ROLE_PREFIX = "mailops.iis_smtp."
 NOT_RUN_REASON = "the play ended before this host ran (max_fail_percentage reached or a serial batch failed)"
+PLAY_NOT_STARTED_REASON = "the playbook stopped before this play ran"
+_INCLUDE_ROLE_ACTIONS = frozenset({"include_role", "import_role", "ansible.builtin.include_role",
+                                   "ansible.builtin.import_role", "ansible.legacy.include_role",
+                                   "ansible.legacy.import_role"})
 
 
 def _tasks_use_collection(items: Any) -> bool:
@@ -72,6 +81,42 @@ def _play_uses_collection(play: Any) -> bool:
         return False
 
 
+def _is_our_role_include(task: Any, action: str) -> bool:
+    return action in _INCLUDE_ROLE_ACTIONS and str(getattr(task, "_role_name", None) or "").startswith(OUR_ROLE_PREFIX)
+
+
+def _play_pattern(play: Any) -> Any:
+    """The play's host pattern with its variables applied, or None when it cannot be known yet.
+
+    ansible-playbook templates ``hosts`` only when the play starts; this does
+    the same earlier, with the variables a play sees without a host (extra
+    vars, play vars, vars_files). A pattern that needs more than that is
+    resolved when its play starts instead.
+    """
+    try:
+        templar = Templar(loader=play.get_loader(), variables=play.get_variable_manager().get_vars(play=play))
+        return templar.template(play.hosts) if templar.is_template(play.hosts) else play.hosts
+    except Exception:  # An undefined variable here is not an error of the run.
+        return None
+
+
+def _targeted_hosts(play: Any, pattern: Any) -> list[str]:
+    # Serial batches restrict the inventory to the batch; --limit still applies.
+    inventory = getattr(play.get_variable_manager(), "_inventory", None)
+    if inventory is None:
+        return []
+    return [h.name for h in inventory.get_hosts(pattern, ignore_restrictions=True)]
+
+
+@dataclass
+class _Play:
+    name: str
+    hosts: list[str]
+    uses_collection: bool
+    started: bool
+    order: int
+
+
 class CallbackModule(CallbackBase):
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "aggregate"
@@ -80,27 +125,53 @@ class CallbackModule(CallbackBase):
 
     def __init__(self) -> None:
         super().__init__()
-        # play key -> (play name, targeted host names, whether it uses this collection)
-        self._plays: dict[str, tuple[str, list[str], bool]] = {}
+        self._plays: dict[str, _Play] = {}
+        self._order: dict[str, int] = {}
         self._current: str | None = None
         self._events: list[tuple[str | None, _report.Event]] = []
         self._playbook = ""
         self._started = time.time()
         self._play_check_mode = False
 
+    @staticmethod
+    def _key(play: Any) -> str:
+        # Each serial batch announces a copy of the play; copies keep its uuid.
+        return str(getattr(play, "_uuid", "") or id(play))
+
     def v2_playbook_on_start(self, playbook: Any) -> None:
         self._playbook = os.path.basename(getattr(playbook, "_file_name", "") or "")
+        # max_fail_percentage or a failed batch ends the playbook, and the
+        # plays after it are never announced: learn their hosts now.
+        try:
+            plays = list(playbook.get_plays())
+        except Exception:  # A callback must never break the run.
+            return
+        for order, play in enumerate(plays):
+            key = self._key(play)
+            self._order[key] = order
+            if not _play_uses_collection(play):
+                continue
+            pattern = _play_pattern(play)
+            if pattern is None:
+                continue
+            try:
+                hosts = _targeted_hosts(play, pattern)
+            except Exception:
+                continue
+            # get_name() would store the untemplated pattern as the play's name.
+            name = str(play.name or (",".join(pattern) if isinstance(pattern, list) else pattern))
+            self._plays[key] = _Play(name, hosts, True, started=False, order=order)
 
     def v2_playbook_on_play_start(self, play: Any) -> None:
-        # Called once per serial batch with the inventory restricted to it, so
-        # resolve the play's hosts ignoring that restriction (but not --limit).
-        name = play.get_name()
-        key = f"{getattr(play, '_uuid', '')}:{name}"
+        key = self._key(play)
         self._current = key
-        if key not in self._plays:
-            inventory = getattr(play.get_variable_manager(), "_inventory", None)
-            hosts = [h.name for h in inventory.get_hosts(play.hosts, ignore_restrictions=True)] if inventory else []
-            self._plays[key] = (name, hosts, _play_uses_collection(play))
+        known = self._plays.get(key)
+        if known is None or not known.started:
+            # Resolved again now that ansible-playbook has templated the play.
+            hosts = _targeted_hosts(play, play.hosts)
+            uses = known.uses_collection if known else _play_uses_collection(play)
+            self._plays[key] = _Play(play.get_name(), hosts, uses, started=True,
+                                     order=self._order.get(key, len(self._order) + len(self._plays)))
         check = play.check_mode
         self._play_check_mode = bool(check) if isinstance(check, bool) else bool(self._cli_check())
 
@@ -115,7 +186,10 @@ class CallbackModule(CallbackBase):
         action = getattr(task, "resolved_action", None) or task.action
         raw = result._result if isinstance(result._result, dict) else {}
         ours = action in OUR_ACTIONS
-        if not ours and status not in ("failed", "unreachable"):
+        # A role of this collection skipped by a `when:` on include_role leaves
+        # only that skip: it is what tells a skipped host from one never run.
+        if not ours and status not in ("failed", "unreachable") and not (
+                status == "skipped" and _is_our_role_include(task, action)):
             return
         # The worker sends the task's fields after templating; the task object
         # itself may still hold a template or inherit from the play.
@@ -149,16 +223,21 @@ class CallbackModule(CallbackBase):
         # tasks or (for dynamic includes) in its results; other plays of the
         # same playbook (a localhost step, say) stay out of the report.
         ran = {key for key, event in self._events if event.action in OUR_ACTIONS}
-        counted = {key for key, play in self._plays.items() if play[2] or key in ran}
+        counted = {key for key, play in self._plays.items() if play.uses_collection or key in ran}
         targeted: dict[str, str] = {}
-        for key, (name, hosts, _uses) in self._plays.items():
-            if key in counted:
-                for host in hosts:
-                    targeted.setdefault(host, name)
+        not_run: dict[str, str] = {}
+        for key, play in sorted(self._plays.items(), key=lambda item: item[1].order):
+            if key not in counted:
+                continue
+            for host in play.hosts:
+                if host not in targeted:
+                    targeted[host] = play.name
+                    if not play.started:
+                        not_run[host] = PLAY_NOT_STARTED_REASON
         events = [event for key, event in self._events if key in counted]
         report = _report.build_report(
             targeted, events, playbook=self._playbook, not_run_reason=NOT_RUN_REASON,
-            started=self._started, finished=time.time(),
+            not_run_reasons=not_run, started=self._started, finished=time.time(),
         )
         out = os.path.abspath(self.get_option("dir"))
         os.makedirs(out, exist_ok=True)

@@ -28,7 +28,7 @@ REPORT_VERSION = 1
 VS_ACTIONS = frozenset({"mailops.iis_smtp.virtual_server", "virtual_server"})
 INFO_ACTIONS = frozenset({"mailops.iis_smtp.virtual_server_info", "virtual_server_info"})
 
-HOST_STATUSES = ("compliant", "remediated", "non_compliant", "failed", "unreachable")
+HOST_STATUSES = ("compliant", "remediated", "non_compliant", "failed", "unreachable", "skipped")
 INSTANCE_STATUSES = ("compliant", "remediated", "non_compliant", "failed")
 STATUS_COLORS = {
     "compliant": "#2e7d32",
@@ -36,6 +36,7 @@ STATUS_COLORS = {
     "non_compliant": "#ef6c00",
     "failed": "#c62828",
     "unreachable": "#6a1b9a",
+    "skipped": "#546e7a",
 }
 STATE_COLORS = {
     "started": "#2e7d32",
@@ -51,6 +52,8 @@ STATE_COLORS = {
 # A transport failure to connect means the host could not be reached, whether
 # Ansible's connection plugin or this collection's transport noticed it.
 _UNREACHABLE_REASONS = frozenset({"connection_failed"})
+
+SKIPPED_REASON = "every task of this collection was skipped on this host"
 
 _RESULT_KEYS = (
     "changed", "failed", "unreachable", "skipped", "msg", "reason", "compliant",
@@ -221,9 +224,12 @@ def host_status(events: Sequence[Event], not_run_reason: str) -> tuple[str, str 
         if _is_unreachable(event):
             msg, code = _failure_reason(event)
             return "unreachable", msg, code
-    relevant = [e for e in events if e.status != "skipped"]
-    if not relevant:
+    if not events:
         return "failed", f"not run: {not_run_reason}", "not_run"
+    if all(e.status == "skipped" for e in events):
+        # The host ran and a `when:` excluded it on purpose: no failure, and
+        # no evidence of compliance either.
+        return "skipped", SKIPPED_REASON, "skipped"
     vs = _last(events, VS_ACTIONS)
     info = _last(events, INFO_ACTIONS)
     others = [e for e in events if e.status == "failed" and e.action not in VS_ACTIONS | INFO_ACTIONS]
@@ -306,11 +312,14 @@ def build_report(
     not_run_reason: str,
     started: float,
     finished: float,
+    not_run_reasons: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The whole report: every targeted host exactly once, plus counts.
 
     ``targeted`` maps host name to the play that targeted it first; hosts that
     only appear in events (for example added at run time) are reported too.
+    ``not_run_reasons`` gives, per host, why it may not have run when that
+    differs from ``not_run_reason`` (a play the playbook never reached).
     """
     by_host: dict[str, list[Event]] = {}
     for event in events:
@@ -318,7 +327,11 @@ def build_report(
     plays = dict(targeted)
     for name in by_host:
         plays.setdefault(name, "")
-    hosts = [host_report(name, plays[name], by_host.get(name, []), not_run_reason) for name in sorted(plays)]
+    reasons = not_run_reasons or {}
+    hosts = [
+        host_report(name, plays[name], by_host.get(name, []), reasons.get(name, not_run_reason))
+        for name in sorted(plays)
+    ]
     return {
         "report_version": REPORT_VERSION,
         "playbook": playbook,
@@ -373,28 +386,35 @@ def junit_cases(report: Mapping[str, Any]) -> list[dict[str, Any]]:
                     + (f"; {host['reason']}" if host["reason"] else "")
                 )
             label = f"instance {inst['id']}" + (f" ({inst['name']})" if inst["name"] else "")
-            cases.append({"classname": host["host"], "name": label, "failure": failure, "status": inst["status"]})
+            cases.append({"classname": host["host"], "name": label, "failure": failure, "status": inst["status"],
+                          "skipped": None})
         host_bad = host["status"] in ("non_compliant", "failed", "unreachable")
         if not host["instances"] or (host_bad and not bad_instance):
             why = host["reason"] or "; ".join(host["changes"]) or "see the report"
             failure = f"{host['status']}: {why}" if host_bad else None
-            cases.append({"classname": host["host"], "name": "host", "failure": failure, "status": host["status"]})
+            skipped = host["reason"] if host["status"] == "skipped" else None
+            cases.append({"classname": host["host"], "name": "host", "failure": failure, "status": host["status"],
+                          "skipped": skipped})
     return cases
 
 
 def render_junit(report: Mapping[str, Any]) -> str:
     cases = junit_cases(report)
     failures = sum(1 for c in cases if c["failure"])
-    suites = ET.Element("testsuites", name="mailops.iis_smtp", tests=str(len(cases)), failures=str(failures))
+    skipped = sum(1 for c in cases if c["skipped"])
+    suites = ET.Element("testsuites", name="mailops.iis_smtp", tests=str(len(cases)), failures=str(failures),
+                        skipped=str(skipped))
     suite = ET.SubElement(
         suites, "testsuite", name="iis_smtp_fleet", tests=str(len(cases)), failures=str(failures),
-        errors="0", skipped="0", timestamp=str(report["finished"]),
+        errors="0", skipped=str(skipped), timestamp=str(report["finished"]),
     )
     for case in cases:
         node = ET.SubElement(suite, "testcase", classname=case["classname"], name=case["name"])
         if case["failure"]:
             fail = ET.SubElement(node, "failure", message=case["failure"], type=case["status"])
             fail.text = case["failure"]
+        elif case["skipped"]:
+            ET.SubElement(node, "skipped", message=case["skipped"])
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 

@@ -154,6 +154,15 @@ def parse_output(rc: int | None, stdout: Any, stderr: Any) -> dict[str, Any]:
     if not isinstance(response, dict):
         raise AgentError("agent_output_invalid",
                          "the agent response is not a JSON object: %s" % _quote(json.dumps(response)))
+    refusal = response.get("error") if response.get("ok") is False else None
+    if isinstance(refusal, dict) and refusal.get("type") == "unsupported_protocol":
+        # The agent answers in its own protocol even when it refuses ours, so
+        # the version check below cannot notice: the refusal itself says it.
+        raise AgentError(
+            "protocol_mismatch",
+            "the agent refused this collection's protocol %d: %s; ship matching versions"
+            % (PROTOCOL_VERSION, _quote(str(refusal.get("message") or ""))),
+        )
     if response.get("protocol") != PROTOCOL_VERSION:
         raise AgentError(
             "protocol_mismatch",

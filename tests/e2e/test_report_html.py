@@ -179,6 +179,7 @@ def test_page_shows_the_numbers_of_the_json(report_dir: Path) -> None:
     dom.feed(proc.stdout)
     summary = report["summary"]
     assert {k: int(v) for k, v in dom.cards.items()} == summary["hosts_by_status"]
+    assert list(dom.cards) == ["compliant", "remediated", "non_compliant", "failed", "unreachable", "skipped"]
     assert dom.bars["chart-hosts"] == summary["hosts_by_status"]
     assert dom.bars["chart-states"] == summary["instances_by_state"]
     assert dom.totals == {"total-hosts": str(summary["hosts"]), "total-instances": str(summary["instances"])}

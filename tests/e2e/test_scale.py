@@ -53,7 +53,7 @@ def test_two_hundred_hosts_twenty_forks_complete_report(sim: Any) -> None:
                            ("broken", "failed"): 5, ("down", "unreachable"): 5}), got
     assert report["summary"]["hosts"] == HOSTS
     assert report["summary"]["hosts_by_status"] == {"compliant": 150, "remediated": 40, "non_compliant": 0,
-                                                    "failed": 5, "unreachable": 5}
+                                                    "failed": 5, "unreachable": 5, "skipped": 0}
     assert "Traceback" not in run.stdout + run.stderr
 
     for host, data in state["hosts"].items():

@@ -161,7 +161,7 @@ def test_every_targeted_host_appears_exactly_once_with_counts() -> None:
     report = sample_report()
     assert [h["host"] for h in report["hosts"]] == sorted(["ok1", "fix1", "bad1", "down1", "never1"])
     assert report["summary"]["hosts_by_status"] == {
-        "compliant": 1, "remediated": 1, "non_compliant": 0, "failed": 2, "unreachable": 1}
+        "compliant": 1, "remediated": 1, "non_compliant": 0, "failed": 2, "unreachable": 1, "skipped": 0}
     assert report["summary"]["instances_by_state"] == {"started": 3, "stopped": 1}
     assert report["summary"]["ok"] is False
     assert json.loads(_report.render_json(report)) == report
@@ -208,4 +208,52 @@ def test_console_table_lists_every_host_and_the_totals() -> None:
     lines = text.splitlines()
     assert lines[0].split()[:3] == ["HOST", "STATUS", "INSTANCES"]
     assert {line.split()[0] for line in lines[1:6]} == {"ok1", "fix1", "bad1", "down1", "never1"}
-    assert lines[-1] == "5 hosts: 1 compliant, 1 remediated, 0 non_compliant, 2 failed, 1 unreachable"
+    assert lines[-1] == "5 hosts: 1 compliant, 1 remediated, 0 non_compliant, 2 failed, 1 unreachable, 0 skipped"
+
+
+def skipped_events(host: str) -> list[Event]:
+    result = {"changed": False, "skipped": True, "skip_reason": "Conditional result was False"}
+    return [ev(host, INFO, "skipped", result, task="read"), ev(host, VS, "skipped", result, task="enforce")]
+
+
+def test_host_whose_every_task_was_skipped_is_skipped_not_failed() -> None:
+    assert status_of(skipped_events("h")) == ("skipped", _report.SKIPPED_REASON, "skipped")
+
+
+def test_a_skipped_task_next_to_a_real_result_does_not_make_the_host_skipped() -> None:
+    events = [*skipped_events("h"), ev("h", VS, "ok", vs_result([vs_item(1, "a", "started", "started")]))]
+    assert status_of(events) == ("compliant", None, None)
+
+
+def skipped_report() -> dict[str, Any]:
+    events = [ev("ok1", VS, "ok", vs_result([vs_item(1, "a", "started", "started")])), *skipped_events("dr1")]
+    return _report.build_report({"ok1": "p", "dr1": "p"}, events, playbook="p", not_run_reason=NOT_RUN,
+                                started=0, finished=0)
+
+
+def test_skipped_hosts_are_counted_and_do_not_fail_the_gate() -> None:
+    report = skipped_report()
+    summary = report["summary"]
+    assert summary["hosts_by_status"]["skipped"] == 1 and summary["hosts_by_status"]["failed"] == 0
+    assert summary["ok"] is True
+    assert _report.render_console(report).splitlines()[-1] == (
+        "2 hosts: 1 compliant, 0 remediated, 0 non_compliant, 0 failed, 0 unreachable, 1 skipped")
+    page = _report.render_html(report)
+    assert '<span class="n" data-count="skipped">1</span>' in page
+    assert '<rect class="bar" data-key="skipped" data-count="1"' in page
+
+
+def test_junit_reports_a_skipped_host_as_a_skipped_case() -> None:
+    root = ET.fromstring(_report.render_junit(skipped_report()))
+    case = next(c for c in root.iter("testcase") if c.get("classname") == "dr1")
+    assert case.get("name") == "host" and case.find("failure") is None
+    assert case.find("skipped").get("message") == _report.SKIPPED_REASON  # type: ignore[union-attr]
+    suite = root.find("testsuite")
+    assert (suite.get("skipped"), suite.get("failures")) == ("1", "0")  # type: ignore[union-attr]
+
+
+def test_per_host_not_run_reason_wins_over_the_default() -> None:
+    report = _report.build_report({"a": "p1", "b": "p2"}, [], playbook="p", not_run_reason=NOT_RUN,
+                                  not_run_reasons={"b": "the playbook stopped"}, started=0, finished=0)
+    assert [(h["host"], h["status"], h["reason"]) for h in report["hosts"]] == [
+        ("a", "failed", f"not run: {NOT_RUN}"), ("b", "failed", "not run: the playbook stopped")]

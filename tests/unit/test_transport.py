@@ -241,3 +241,23 @@ class TestChannel:
         channel(self.OBSERVE)
         first, second = (decoded_script(c[0]) for c in conn.commands)
         assert t.load_agent() in first and first == second
+
+
+def refusal(kind, message):
+    return {"protocol": 1, "agent_version": "1.0.0", "action": "observe", "ok": False,
+            "error": {"message": message, "hresult": None, "type": kind}, "observation": None,
+            "steps": [], "settled": False, "elapsed_ms": 1}
+
+
+def test_a_refused_protocol_is_a_protocol_mismatch():
+    conn = RecordingConnection([(0, line(refusal("unsupported_protocol",
+                                                 "protocol 2 is not supported; this agent speaks 1")), b"")])
+    with pytest.raises(t.AgentError) as err:
+        t.call(conn, {"protocol": 1, "action": "observe"}, AGENT)
+    assert err.value.code == "protocol_mismatch"
+    assert "protocol 2 is not supported; this agent speaks 1" in err.value.message
+
+
+def test_other_refusals_reach_the_engine_as_responses():
+    doc = refusal("bad_request", "action must be observe or apply")
+    assert t.parse_output(0, line(doc), b"") == doc
