@@ -193,7 +193,9 @@ class CallbackModule(CallbackBase):
             return
         # The worker sends the task's fields after templating; the task object
         # itself may still hold a template or inherit from the play.
-        fields = getattr(result, "task_fields", None) or getattr(result, "_task_fields", None) or {}
+        # `_task_fields` first: it exists on 2.19 and later without the
+        # deprecation warning that `task_fields` prints from 2.21 on.
+        fields = getattr(result, "_task_fields", None) or getattr(result, "task_fields", None) or {}
         check = fields.get("check_mode")
         if not isinstance(check, bool):
             check = task.check_mode if isinstance(task.check_mode, bool) else self._play_check_mode
