@@ -228,3 +228,23 @@ def operations(state: dict[str, Any], host: str) -> list[dict[str, Any]]:
 
 def operations_since(state: dict[str, Any], host: str, since: float) -> list[dict[str, Any]]:
     return [op for op in operations(state, host) if float(op["time"]) >= since]
+
+
+def play(tasks: str, hosts: str = "all") -> str:
+    """A one-play playbook running ``tasks`` (YAML text, indented as tasks)."""
+    return f"""
+- hosts: {hosts}
+  gather_facts: false
+  tasks:
+{tasks}
+"""
+
+
+def result(run: PlaybookRun, host: str, task: str) -> dict[str, Any]:
+    """The result dict of the task named ``task`` on ``host``."""
+    return dict(run.result(host, task)["result"])
+
+
+def instance_states(state: dict[str, Any], host: str) -> dict[int, str | None]:
+    """Instance id -> state name, from a simulator state dump."""
+    return {i["id"]: i["state"] for i in state["hosts"][host]["instances"]}

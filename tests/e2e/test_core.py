@@ -7,9 +7,8 @@ so a handful of playbook runs exercise every path a user meets.
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from tests.e2e.conftest import operations, operations_since
+from tests.e2e.conftest import instance_states, operations, operations_since, play, result
 
 DEFAULTS = {"transition_s": 0.1}
 
@@ -32,23 +31,6 @@ UNAVAILABLE = {
     "nometabase": {"features": {"metabase": False}},
     "denied": {"access": "denied"},
 }
-
-
-def play(tasks: str, hosts: str = "all") -> str:
-    return f"""
-- hosts: {hosts}
-  gather_facts: false
-  tasks:
-{tasks}
-"""
-
-
-def result(run: Any, host: str, task: str) -> dict[str, Any]:
-    return dict(run.result(host, task)["result"])
-
-
-def instance_states(state: dict[str, Any], host: str) -> dict[int, str | None]:
-    return {i["id"]: i["state"] for i in state["hosts"][host]["instances"]}
 
 
 def test_info_on_mixed_and_unavailable_hosts(sim):

@@ -11,24 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.e2e.conftest import operations, operations_since
-
-
-def play(tasks: str, hosts: str = "all") -> str:
-    return f"""
-- hosts: {hosts}
-  gather_facts: false
-  tasks:
-{tasks}
-"""
-
-
-def result(run: Any, host: str, task: str) -> dict[str, Any]:
-    return dict(run.result(host, task)["result"])
-
-
-def instance_states(state: dict[str, Any], host: str) -> dict[int, str | None]:
-    return {i["id"]: i["state"] for i in state["hosts"][host]["instances"]}
+from tests.e2e.conftest import instance_states, operations, operations_since, play, result
 
 
 def test_info_returns_every_promised_field(sim: Any) -> None:
