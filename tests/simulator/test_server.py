@@ -434,20 +434,27 @@ def test_receive_of_a_running_command_is_the_timed_out_fault_pywinrm_retries_on(
     protocol.close_shell(shell_id)
 
 
-def test_timed_out_fault_has_the_windows_shape(fleet: Any) -> None:
-    gate = threading.Event()
-    running = fleet(ScriptedHost("relay01", gate=gate))
-    protocol = running.protocol("relay01", read_timeout_sec=3, operation_timeout_sec=1)
-    shell_id = protocol.open_shell()
-    command_id = protocol.run_command(shell_id, "PowerShell", ["-x"])
-    request = {
+def receive_request(protocol: Protocol, shell_id: str, command_id: str) -> dict[str, Any]:
+    """A raw Receive envelope, for tests that must see the reply before pywinrm interprets it."""
+    request: dict[str, Any] = {
         "env:Envelope": protocol.build_wsman_header(
             action="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Receive",
             resource_uri=CMD_RESOURCE_URI,
             shell_id=shell_id,
         )
     }
-    request["env:Envelope"]["env:Body"] = {"rsp:Receive": {"rsp:DesiredStream": {"@CommandId": command_id, "#text": "stdout stderr"}}}
+    request["env:Envelope"]["env:Body"] = {
+        "rsp:Receive": {"rsp:DesiredStream": {"@CommandId": command_id, "#text": "stdout stderr"}}}
+    return request
+
+
+def test_timed_out_fault_has_the_windows_shape(fleet: Any) -> None:
+    gate = threading.Event()
+    running = fleet(ScriptedHost("relay01", gate=gate))
+    protocol = running.protocol("relay01", read_timeout_sec=3, operation_timeout_sec=1)
+    shell_id = protocol.open_shell()
+    command_id = protocol.run_command(shell_id, "PowerShell", ["-x"])
+    request = receive_request(protocol, shell_id, command_id)
     # The transport's error carries the HTTP status and body before Protocol interprets them.
     with pytest.raises(WinRMTransportError) as caught:
         protocol.transport.send_message(xmltodict.unparse(request))
@@ -504,15 +511,8 @@ def test_bad_operation_timeout_on_receive_is_a_clear_fault(fleet: Any) -> None:
     protocol = running.protocol("relay01")
     shell_id = protocol.open_shell()
     command_id = protocol.run_command(shell_id, "PowerShell", ["-x"])
-    request = {
-        "env:Envelope": protocol.build_wsman_header(
-            action="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Receive",
-            resource_uri=CMD_RESOURCE_URI,
-            shell_id=shell_id,
-        )
-    }
+    request = receive_request(protocol, shell_id, command_id)
     request["env:Envelope"]["env:Header"]["w:OperationTimeout"] = "twenty seconds"
-    request["env:Envelope"]["env:Body"] = {"rsp:Receive": {"rsp:DesiredStream": {"@CommandId": command_id, "#text": "stdout stderr"}}}
     with pytest.raises(WSManFaultError, match="w:OperationTimeout 'twenty seconds' is not an xs:duration"):
         protocol.send_message(xmltodict.unparse(request))
     assert protocol.get_command_output(shell_id, command_id)[2] == 0
