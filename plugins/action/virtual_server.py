@@ -14,12 +14,7 @@ from typing import Any
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _args, _engine, _transport
-
-
-def validation_failure(errors: list[str], reason: str = "invalid_argument") -> dict[str, Any]:
-    return {"failed": True, "changed": False, "reason": reason,
-            "msg": "Invalid arguments: " + "; ".join(errors)}
+from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _args, _engine, _protocol, _transport
 
 
 class ActionModule(ActionBase):
@@ -29,7 +24,7 @@ class ActionModule(ActionBase):
     def _enforce_args(self) -> _engine.EnforceArgs | dict[str, Any]:
         validated = ArgumentSpecValidator(_args.ENFORCE_SPEC).validate(dict(self._task.args))
         if validated.error_messages:
-            return validation_failure(list(validated.error_messages))
+            return _engine.failure("invalid_argument", "Invalid arguments: " + "; ".join(validated.error_messages))
         params = validated.validated_parameters
         try:
             return _engine.EnforceArgs(
@@ -41,7 +36,7 @@ class ActionModule(ActionBase):
                 fail_on_drift=params["fail_on_drift"],
             )
         except _args.ArgumentError as exc:
-            return validation_failure([str(exc)], exc.reason)
+            return _engine.failure(exc.reason, "Invalid arguments: %s" % exc)
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result: dict[str, Any] = super().run(tmp, task_vars)
@@ -49,6 +44,12 @@ class ActionModule(ActionBase):
         if isinstance(args, dict):
             result.update(args)
             return result
+        try:
+            _transport.check_connection(self._connection, become=bool(self._play_context.become))
+        except _protocol.AgentError as exc:
+            result.update(_engine.failure(exc.code, exc.message))
+            return result
         channel = _transport.Channel(self._connection)
-        result.update(_engine.enforce(channel, time.monotonic, args, check_mode=bool(self._task.check_mode)))
+        result.update(_engine.enforce(channel, time.monotonic, args, check_mode=bool(self._task.check_mode),
+                                      reset=channel.reset))
         return result

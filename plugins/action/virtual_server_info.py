@@ -12,7 +12,7 @@ from typing import Any
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _args, _engine, _transport
+from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _args, _engine, _protocol, _transport
 
 
 class ActionModule(ActionBase):
@@ -23,13 +23,18 @@ class ActionModule(ActionBase):
         result: dict[str, Any] = super().run(tmp, task_vars)
         validated = ArgumentSpecValidator(_args.INFO_SPEC).validate(dict(self._task.args))
         if validated.error_messages:
-            result.update(failed=True, changed=False, reason="invalid_argument",
-                          msg="Invalid arguments: " + "; ".join(validated.error_messages))
+            result.update(_engine.failure("invalid_argument",
+                                          "Invalid arguments: " + "; ".join(validated.error_messages)))
             return result
         try:
             selectors = _args.selectors(validated.validated_parameters["instances"])
         except _args.ArgumentError as exc:
-            result.update(failed=True, changed=False, reason=exc.reason, msg="Invalid arguments: %s" % exc)
+            result.update(_engine.failure(exc.reason, "Invalid arguments: %s" % exc))
+            return result
+        try:
+            _transport.check_connection(self._connection, become=bool(self._play_context.become))
+        except _protocol.AgentError as exc:
+            result.update(_engine.failure(exc.code, exc.message))
             return result
         result.update(_engine.info(_transport.Channel(self._connection), selectors))
         return result

@@ -12,7 +12,6 @@ its last observed state and the Windows error.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,9 +19,17 @@ from typing import Any
 from ._findings import availability_findings, host_findings, is_compliant
 from ._model import Host, Instance, WinError, parse_error, parse_observation
 from ._planner import Desired, Plan, plan
-from ._transport import PROTOCOL_VERSION, AgentError
+from ._protocol import (
+    AGENT_OUTPUT_INVALID,
+    TRANSIENT_REASONS,
+    UNREACHABLE_REASONS,
+    AgentError,
+    apply_request,
+    observe_request,
+)
 
 Call = Callable[[dict[str, Any]], dict[str, Any]]
+Reset = Callable[[], None]
 Clock = Callable[[], float]
 Selector = int | str
 
@@ -40,7 +47,6 @@ POLL_MS = 500
 MAX_STEPS_PER_APPLY = 16
 _STARTING_COMMANDS = ("start", "continue")
 SERVICE_DISABLED_HRESULT = "0x80070422"
-UNREACHABLE_REASONS = frozenset({"connection_failed"})
 
 
 class SelectionError(ValueError):
@@ -127,25 +133,43 @@ def desired_for(host: Host, args: EnforceArgs) -> Desired:
 
 # ---------------------------------------------------------------- calls
 
-def observe_request() -> dict[str, Any]:
-    return {"protocol": PROTOCOL_VERSION, "action": "observe"}
-
-
-def apply_request(steps: tuple[dict[str, Any], ...], settle_timeout: float, poll_ms: int) -> dict[str, Any]:
-    return {"protocol": PROTOCOL_VERSION, "action": "apply", "steps": list(steps),
-            "settle_timeout_s": max(1, math.ceil(settle_timeout)), "poll_ms": poll_ms}
-
-
 def _checked_call(call: Call, request: dict[str, Any]) -> tuple[dict[str, Any], Host]:
     try:
         response = call(request)
     except AgentError as exc:
         raise _Failure(exc.code, exc.message) from None
+    return _checked_response(response)
+
+
+def _checked_response(response: dict[str, Any]) -> tuple[dict[str, Any], Host]:
     if not response.get("ok") or not isinstance(response.get("observation"), dict):
         err = parse_error(response.get("error"))
-        raise _Failure("agent_output_invalid", "the agent refused the request: %s"
+        raise _Failure(AGENT_OUTPUT_INVALID, "the agent refused the request: %s"
                        % (err.describe() if err else "no observation returned"))
     return response, parse_observation(response["observation"])
+
+
+def _wait_call(call: Call, clock: Clock, deadline: float, request_for: Callable[[float], dict[str, Any]],
+               reset: Reset | None) -> tuple[dict[str, Any], Host]:
+    """A call that only waits and looks, retried once after a lost connection.
+
+    WinRM under load drops a connection now and then (ansible.windows'
+    win_updates retries its polls for the same reason). Nothing a wait does
+    can be done twice, so it is safe to repeat; the retry gets only the time
+    left before the task's deadline. Calls with steps are never repeated:
+    the first attempt may have reached the host.
+    """
+    try:
+        return _checked_call(call, request_for(deadline - clock()))
+    except _Failure as exc:
+        if exc.reason not in TRANSIENT_REASONS:
+            raise
+    if reset is not None:
+        try:
+            reset()
+        except AgentError as exc:
+            raise _Failure(exc.code, exc.message) from None
+    return _checked_call(call, request_for(max(0.0, deadline - clock())))
 
 
 def _check_readable(host: Host) -> None:
@@ -227,6 +251,11 @@ def _enforce_result(args: EnforceArgs, desired: Desired, before: Host, after: Ho
     return {"changed": acted, "state": args.state, "service": service, "virtual_servers": servers,
             "operations": operations, "compliant": _compliant(after, desired), "findings": host_findings(after),
             "diff": _diff(before, after, ids)}
+
+
+def failure(reason: str, msg: str) -> dict[str, Any]:
+    """The result of an action that failed before it could look at the host."""
+    return _fail({"changed": False}, reason, msg)
 
 
 def _fail(result: dict[str, Any], reason: str, msg: str) -> dict[str, Any]:
@@ -350,7 +379,8 @@ def _timeout_failure(host: Host, desired: Desired, timeout: int, rounds: int, ma
     return _Failure("timeout", "; ".join(late))
 
 
-def enforce(call: Call, clock: Clock, args: EnforceArgs, check_mode: bool = False) -> dict[str, Any]:
+def enforce(call: Call, clock: Clock, args: EnforceArgs, check_mode: bool = False,
+            reset: Reset | None = None) -> dict[str, Any]:
     """Result of virtual_server: converge the host, or in check mode predict exactly what would change."""
     deadline = clock() + args.timeout
     try:
@@ -390,7 +420,11 @@ def enforce(call: Call, clock: Clock, args: EnforceArgs, check_mode: bool = Fals
                 raise _timeout_failure(host, desired, args.timeout, rounds, max_rounds)
             batch = current.steps[:MAX_STEPS_PER_APPLY]
             planned_from = host
-            response, host = _checked_call(call, apply_request(batch, remaining, args.poll_ms))
+            if batch:
+                response, host = _checked_call(call, apply_request(batch, remaining, args.poll_ms))
+            else:
+                response, host = _wait_call(call, clock, deadline,
+                                            lambda left: apply_request((), left, args.poll_ms), reset)
             rounds += 1
             service_failed = _record(progress, response, planned_from, host)
             if service_failed is not None:

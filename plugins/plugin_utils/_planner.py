@@ -19,12 +19,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._model import SERVICE_TRANSITIONAL, SETTLES_TO, TRANSITIONAL_STATES, UNKNOWN, Host, Instance
+from ._protocol import SC_START_MODES, instance_step, service_step, set_start_mode_step
 
-VIA = ("method", "server_command")
 DESIRED_STATES = ("started", "stopped", "paused")
-START_MODES = ("auto", "delayed", "manual", "disabled")
-# The protocol speaks sc.exe's words.
-SC_START_MODES = {"auto": "auto", "delayed": "delayed-auto", "manual": "demand", "disabled": "disabled"}
+START_MODES = tuple(SC_START_MODES)
 
 _PATHS: dict[tuple[str, str], tuple[str, ...]] = {
     ("started", "stopped"): ("stop",),
@@ -80,14 +78,6 @@ def path(state: str, want: str) -> tuple[str, ...]:
     return _PATHS[(state, want)]
 
 
-def instance_step(instance_id: int, command: str) -> dict[str, Any]:
-    return {"op": "instance", "id": instance_id, "command": command, "via": list(VIA)}
-
-
-def _service_step(op: str, **extra: str) -> dict[str, Any]:
-    return {"op": op, "service": "SMTPSVC", **extra}
-
-
 def _after_service_start(inst: Instance) -> Instance:
     return inst.with_state("started" if inst.auto_start else "stopped")
 
@@ -124,7 +114,7 @@ def plan(host: Host, desired: Desired, skip: frozenset[int] = frozenset()) -> Pl
     want_mode = desired.start_mode
     mode_ops: list[dict[str, Any]] = []
     if want_mode is not None and want_mode != smtp.start_mode:
-        mode_ops.append(_service_step("set_start_mode", start_mode=SC_START_MODES[want_mode]))
+        mode_ops.append(set_start_mode_step(want_mode))
     mode_change = bool(mode_ops)
     needs_running = _needs_commands(host, desired, skip)
     service_ops: list[str] = []
@@ -158,7 +148,7 @@ def plan(host: Host, desired: Desired, skip: frozenset[int] = frozenset()) -> Pl
             )
         op = "start_service" if smtp.state == "stopped" else "continue_service"
         service_ops.append(op)
-        service_now.append(_service_step(op))
+        service_now.append(service_step(op))
         service_state = "running"
         if op == "start_service":
             instances = {i: _after_service_start(inst) for i, inst in instances.items()}

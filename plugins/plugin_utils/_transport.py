@@ -2,39 +2,52 @@
 """How the agent travels to a Windows host and how its answer comes back.
 
 Internal to mailops.iis_smtp. This is the only module that knows about
-connections, shells and the wire format of docs/agent-protocol.md; the engine
-above it sees plain request and response dicts, and the agent below it sees
-one encoded PowerShell command. Keeping that knowledge here is what lets the
-engine be tested with plain data and the transport be tested with a real
-shell plugin and a connection that only records what it is asked to run.
+connections and shells. It carries the agent the way Ansible carries its own
+PowerShell modules: the command line is a short encoded bootstrap
+(bootstrap.ps1), and the agent with its request travels on stdin, so the
+call fits the 8,191 characters cmd.exe allows a WinRS command (winrm), a
+runspace pipeline (psrp) and an OpenSSH session (ssh) alike. It decides
+nothing: the engine above it chooses what to send, when to retry and how
+long to wait.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
+import hashlib
 import json
 import os
 import re
-import time
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-PROTOCOL_VERSION = 1
-RESPONSE_PREFIX = "MAILOPS-AGENT-1:"
-# CreateProcess rejects longer command lines; past this the host never runs us.
-MAX_COMMAND_CHARS = 32767
-_QUOTE_LIMIT = 200
+from ._protocol import (
+    AUTH_FAILED,
+    BAD_REQUEST,
+    BECOME_UNSUPPORTED,
+    CONNECTION_FAILED,
+    NOT_WINDOWS,
+    REQUEST_TOO_LARGE,
+    WINRM_FAULT,
+    AgentError,
+    parse_output,
+    quote,
+)
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_AGENT_PATH = os.path.join(_HERE, "agent.ps1")
+_BOOTSTRAP_PATH = os.path.join(_HERE, "bootstrap.ps1")
+_HASH_PLACEHOLDER = "AGENT_SHA256"
+# The words ansible-core's own shell plugin puts before -EncodedCommand. The
+# winrm and psrp connection plugins recognise a command that starts with them
+# as already encoded (and psrp runs the decoded script in its runspace), so
+# they must match to the letter.
+COMMAND_PREFIX = "PowerShell -NoProfile -NonInteractive -ExecutionPolicy Unrestricted -EncodedCommand "
+# cmd.exe refuses a longer command line ("The command line is too long."),
+# and WinRS runs every command through it (docs/windows-facts.md).
+MAX_COMMAND_CHARS = 8191
 _BASE64_RE = re.compile(r"^[A-Za-z0-9+/=]+$")
-_RESPONSE_RE = re.compile(r"^" + re.escape(RESPONSE_PREFIX) + r"(\S*)\s*$", re.MULTILINE)
-_AGENT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "agent.ps1")
 
-# Transport failures that are worth one more try while polling: the host
-# answered before, so a refused or dropped connection is most likely load
-# on the WinRM service rather than a wrong address.
-TRANSIENT_CODES = frozenset({"connection_failed"})
-
-# requests buries the cause at the end of a long message that _quote cuts;
+# requests buries the cause at the end of a long message that quote() cuts;
 # these name it up front so a user sees "connection refused", not a URL.
 _CONNECTION_CAUSES = (
     ("connection refused", "connection refused"),
@@ -49,22 +62,6 @@ _CONNECTION_CAUSES = (
 )
 
 
-class AgentError(Exception):
-    """A call that produced no usable response; `code` is one of the protocol's transport codes."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class _Shell(Protocol):
-    SHELL_FAMILY: str
-
-    def _encode_script(self, script: str, as_list: bool = ..., strict_mode: bool = ...,
-                       preserve_rc: bool = ...) -> Any: ...
-
-
 def normalise_agent(text: str) -> str:
     """Strip every line, drop blank lines and `#` comment lines, join with newlines.
 
@@ -75,101 +72,58 @@ def normalise_agent(text: str) -> str:
     return "\n".join(line for line in lines if line and not line.startswith("#"))
 
 
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8-sig") as handle:
+        return normalise_agent(handle.read())
+
+
+def load_agent(path: str = _AGENT_PATH) -> str:
+    """The normalised agent shipped with the collection."""
+    return _read(path)
+
+
+def agent_sha256(agent_text: str) -> str:
+    """The hash the bootstrap checks the agent against, as PowerShell's BitConverter writes it."""
+    return hashlib.sha256(agent_text.encode("utf-8")).hexdigest().upper()
+
+
+def bootstrap_script(agent_text: str, path: str = _BOOTSTRAP_PATH) -> str:
+    """The bootstrap for this agent: the only script on the command line."""
+    return _read(path).replace(_HASH_PLACEHOLDER, agent_sha256(agent_text))
+
+
+def encode_command(script: str) -> str:
+    """The command line that runs `script`: base64 of its UTF-16-LE text after -EncodedCommand."""
+    return COMMAND_PREFIX + base64.b64encode(script.encode("utf-16-le")).decode("ascii")
+
+
 def encode_request(request: dict[str, Any]) -> str:
     """Base64 of the UTF-8 JSON request: data the agent decodes, never code."""
     raw = json.dumps(request, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return base64.b64encode(raw).decode("ascii")
 
 
-def wrap_agent(agent_text: str, request: dict[str, Any]) -> str:
-    """The PowerShell script that runs the (normalised) agent on one request."""
-    payload = encode_request(request)
-    # A user-supplied string can only reach the host inside this literal; the
-    # check makes it impossible for it to close the quote whatever json.dumps does.
-    if not _BASE64_RE.match(payload):
-        raise AgentError("bad_request", "request did not encode to plain base64")
-    return "& {\n%s\n} '%s'" % (agent_text, payload)
+def build_stdin(agent_text: str, request: dict[str, Any]) -> bytes:
+    """One ASCII JSON line: the agent and its base64 request.
 
-
-def load_agent(path: str = _AGENT_PATH) -> str:
-    """The normalised agent shipped with the collection."""
-    with open(path, encoding="utf-8-sig") as handle:
-        return normalise_agent(handle.read())
-
-
-def build_command(shell: _Shell, request: dict[str, Any], agent_text: str | None = None) -> str:
-    """The full command line that runs the agent on one request through `shell`."""
-    agent = load_agent() if agent_text is None else agent_text
-    script = wrap_agent(agent, request)
-    command = shell._encode_script(script, strict_mode=False, preserve_rc=False)
-    if len(command) >= MAX_COMMAND_CHARS:
-        raise AgentError(
-            "request_too_large",
-            "the agent command would be %d characters, over the Windows limit of %d; "
-            "target fewer virtual servers per task" % (len(command), MAX_COMMAND_CHARS),
-        )
-    return str(command)
-
-
-def _quote(text: str) -> str:
-    text = text.strip()
-    return text[:_QUOTE_LIMIT] + ("..." if len(text) > _QUOTE_LIMIT else "")
-
-
-def _to_text(data: Any) -> str:
-    if isinstance(data, bytes):
-        return data.decode("utf-8", errors="replace")
-    return "" if data is None else str(data)
-
-
-def parse_output(rc: int | None, stdout: Any, stderr: Any) -> dict[str, Any]:
-    """Turn what the command printed into the response dict, or raise AgentError.
-
-    The response line wins over the exit code: the agent exits 0 whenever it
-    could write its line, so a line with a non-zero exit is still its answer.
+    ASCII because powershell.exe decodes stdin with the console code page;
+    one line because psrp hands stdin to the pipeline line by line.
     """
-    out = _to_text(stdout)
-    err = _to_text(stderr)
-    matches = _RESPONSE_RE.findall(out)
-    if not matches:
-        if rc:
-            raise AgentError(
-                "agent_exit_nonzero",
-                "the agent exited with code %s without a response; stderr: %s; stdout: %s"
-                % (rc, _quote(err) or "(empty)", _quote(out) or "(empty)"),
-            )
-        raise AgentError(
-            "agent_output_invalid",
-            "no %s line in the agent output: %s" % (RESPONSE_PREFIX, _quote(out + err) or "(empty)"),
-        )
-    encoded = matches[-1]
-    try:
-        response = json.loads(base64.b64decode(encoded, validate=True).decode("utf-8"))
-    except (binascii.Error, ValueError) as exc:
-        raise AgentError(
-            "agent_output_invalid",
-            "the agent response did not decode to JSON (%s): %s" % (_quote(str(exc)) or exc.__class__.__name__,
-                                                                    _quote(encoded)),
-        ) from None
-    if not isinstance(response, dict):
-        raise AgentError("agent_output_invalid",
-                         "the agent response is not a JSON object: %s" % _quote(json.dumps(response)))
-    refusal = response.get("error") if response.get("ok") is False else None
-    if isinstance(refusal, dict) and refusal.get("type") == "unsupported_protocol":
-        # The agent answers in its own protocol even when it refuses ours, so
-        # the version check below cannot notice: the refusal itself says it.
-        raise AgentError(
-            "protocol_mismatch",
-            "the agent refused this collection's protocol %d: %s; ship matching versions"
-            % (PROTOCOL_VERSION, _quote(str(refusal.get("message") or ""))),
-        )
-    if response.get("protocol") != PROTOCOL_VERSION:
-        raise AgentError(
-            "protocol_mismatch",
-            "the agent speaks protocol %r, this collection speaks %d; ship matching versions"
-            % (response.get("protocol"), PROTOCOL_VERSION),
-        )
-    return response
+    payload = encode_request(request)
+    if not _BASE64_RE.match(payload):
+        raise AgentError(BAD_REQUEST, "request did not encode to plain base64")
+    return (json.dumps({"agent": agent_text, "request": payload}, separators=(",", ":"), ensure_ascii=True)
+            + "\n").encode("ascii")
+
+
+def build_call(request: dict[str, Any], agent_text: str | None = None) -> tuple[str, bytes]:
+    """The command line and the stdin that run the agent on one request."""
+    agent = load_agent() if agent_text is None else agent_text
+    command = encode_command(bootstrap_script(agent))
+    if len(command) > MAX_COMMAND_CHARS:
+        raise AgentError(REQUEST_TOO_LARGE, "the bootstrap command would be %d characters, over the %d "
+                         "cmd.exe allows" % (len(command), MAX_COMMAND_CHARS))
+    return command, build_stdin(agent, request)
 
 
 def _connection_cause(lowered: str) -> str:
@@ -181,7 +135,7 @@ def _connection_cause(lowered: str) -> str:
 
 
 def classify_exception(exc: BaseException) -> AgentError:
-    """Map whatever the connection plugin raised to a protocol transport code.
+    """Map whatever the connection plugin raised to a protocol reason code.
 
     Connection plugins wrap pywinrm and requests differently (the winrm plugin
     turns a 401 into AnsibleConnectionFailure with a text message, psrp lets
@@ -195,92 +149,84 @@ def classify_exception(exc: BaseException) -> AgentError:
     lowered = text.lower()
     if "InvalidCredentialsError" in names or "AuthenticationError" in names or \
             "credentials were rejected" in lowered or re.search(r"\b401\b", lowered):
-        return AgentError("auth_failed", "the host rejected the credentials: %s" % _quote(text))
+        return AgentError(AUTH_FAILED, "the host rejected the credentials: %s" % quote(text))
     if "WSManFaultError" in names or "wsmanfault" in lowered.replace(" ", ""):
-        return AgentError("winrm_fault", "the host answered with a WS-Management fault: %s" % _quote(text))
+        return AgentError(WINRM_FAULT, "the host answered with a WS-Management fault: %s" % quote(text))
     if names & {"AnsibleConnectionFailure", "RequestException", "ConnectionError", "OSError",
                 "WinRMTransportError", "WinRMOperationTimeoutError", "Timeout"} or \
             "timed out" in lowered or "unreachable" in lowered:
-        return AgentError("connection_failed", "could not talk to the host%s: %s"
-                          % (_connection_cause(lowered), _quote(text)))
-    return AgentError("connection_failed", "the connection failed: %s: %s" % (exc.__class__.__name__, _quote(text)))
+        return AgentError(CONNECTION_FAILED, "could not talk to the host%s: %s"
+                          % (_connection_cause(lowered), quote(text)))
+    return AgentError(CONNECTION_FAILED, "the connection failed: %s: %s" % (exc.__class__.__name__, quote(text)))
 
 
-def _require_powershell(connection: Any) -> _Shell:
-    shell = getattr(connection, "_shell", None)
-    family = getattr(shell, "SHELL_FAMILY", None)
+# Connection plugins that run commands on the controller itself: a
+# powershell shell there would run the agent on the wrong machine.
+_LOCAL_CONNECTIONS = frozenset({"local", "ansible.builtin.local"})
+
+
+def check_connection(connection: Any, become: bool = False) -> None:
+    """Refuse, before anything runs anywhere, a connection that cannot carry the agent."""
+    if become:
+        # The agent runs as the connection user; a become plugin would wrap
+        # the command (or be ignored) and the user would not get what was asked.
+        raise AgentError(BECOME_UNSUPPORTED, "become is not supported by mailops.iis_smtp: the agent runs "
+                         "as the connection user, who must be a local administrator; remove become from "
+                         "this task")
+    check_windows(connection)
+
+
+def check_windows(connection: Any) -> None:
+    """Refuse a connection that does not reach a Windows host with the powershell shell."""
+    transport = str(getattr(connection, "transport", "") or "")
+    load_name = str(getattr(connection, "_load_name", "") or "")
+    family = getattr(getattr(connection, "_shell", None), "SHELL_FAMILY", None)
+    if transport in _LOCAL_CONNECTIONS or load_name in _LOCAL_CONNECTIONS:
+        raise AgentError(NOT_WINDOWS, "this host uses the local connection, which runs commands on the "
+                         "controller: IIS SMTP virtual servers exist only on Windows; use winrm, psrp or "
+                         "ssh to reach the Windows host")
     if family != "powershell":
         raise AgentError(
-            "not_windows",
+            NOT_WINDOWS,
             "this host does not use the powershell shell (shell family %r): IIS SMTP virtual servers "
             "exist only on Windows; set ansible_shell_type=powershell and a Windows connection" % family,
         )
-    return shell  # type: ignore[return-value]
 
 
 def call(connection: Any, request: dict[str, Any], agent_text: str | None = None) -> dict[str, Any]:
     """Run the agent once on the host behind `connection` and return its response."""
-    shell = _require_powershell(connection)
-    command = build_command(shell, request, agent_text)
+    check_windows(connection)
+    command, stdin = build_call(request, agent_text)
     try:
-        rc, stdout, stderr = connection.exec_command(command, in_data=None, sudoable=False)
+        rc, stdout, stderr = connection.exec_command(command, in_data=stdin, sudoable=False)
     except Exception as exc:
         raise classify_exception(exc) from exc
     return parse_output(rc, stdout, stderr)
 
 
-def _is_polling(request: dict[str, Any]) -> bool:
-    return request.get("action") == "observe" or not request.get("steps")
-
-
-def _shortened(request: dict[str, Any], spent: float) -> dict[str, Any]:
-    """The request for a retry: a wait keeps only what is left of its settle time.
-
-    The engine's timeout is the task's total; a retried wait that started
-    the settle time afresh could run past it by a whole settle period.
-    """
-    settle = request.get("settle_timeout_s")
-    if not isinstance(settle, int) or isinstance(settle, bool):
-        return request
-    return {**request, "settle_timeout_s": max(0, int(settle - spent))}
-
-
 class Channel:
-    """A `call(request) -> response` bound to one connection, for the engine.
+    """`call(request) -> response` bound to one connection, and `reset()` to reconnect.
 
-    The first call is never retried: if the host cannot be reached at all the
-    user learns it at once. Later read-only calls (observe, or an apply with no
-    steps, which only waits) get one retry after a connection reset, as
-    ansible.windows' win_updates does for its polls, because WinRM under load
-    drops connections now and then; a retried wait keeps only the settle time
-    left, so the task's total timeout still holds. Calls with steps are never
-    repeated: the first attempt may have reached the host.
+    It only carries calls: which call may be repeated after a failure, and
+    with what deadline, is the engine's decision. The agent is read once per
+    channel, not once per call.
     """
 
-    def __init__(self, connection: Any, agent_text: str | None = None,
-                 runner: Callable[[Any, dict[str, Any], str | None], dict[str, Any]] = call,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, connection: Any, agent_text: str | None = None) -> None:
         self._connection = connection
         self._agent = agent_text
-        self._runner = runner
-        self._clock = clock
         self.calls = 0
 
     def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
-        first = self.calls == 0
         self.calls += 1
         if self._agent is None:
             self._agent = load_agent()
-        started = self._clock()
-        try:
-            return self._runner(self._connection, request, self._agent)
-        except AgentError as exc:
-            if first or exc.code not in TRANSIENT_CODES or not _is_polling(request):
-                raise
+        return call(self._connection, request, self._agent)
+
+    def reset(self) -> None:
         reset = getattr(self._connection, "reset", None)
         if callable(reset):
             try:
                 reset()
             except Exception as exc:
                 raise classify_exception(exc) from exc
-        return self._runner(self._connection, _shortened(request, self._clock() - started), self._agent)

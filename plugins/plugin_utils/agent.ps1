@@ -316,4 +316,5 @@ try {
 }
 $response.elapsed_ms = $clock.ElapsedMilliseconds
 $json = ConvertTo-Json -InputObject $response -Depth 8 -Compress
-[Console]::Out.WriteLine('MAILOPS-AGENT-1:' + [Convert]::ToBase64String([Text.Encoding]::UTF8.GetBytes($json)))
+# The pipeline, not [Console]::Out: the psrp connection returns only pipeline output.
+'MAILOPS-AGENT-1:' + [Convert]::ToBase64String([Text.Encoding]::UTF8.GetBytes($json))

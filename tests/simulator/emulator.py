@@ -12,17 +12,25 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
+from xml.sax.saxutils import escape
 
 PROTOCOL = 1
 RESPONSE_PREFIX = "MAILOPS-AGENT-1:"
 DEFAULT_AGENT_VERSION = "1.0.0"
 
 AGENT_PATH = Path(__file__).resolve().parents[2] / "plugins" / "plugin_utils" / "agent.ps1"
+BOOTSTRAP_PATH = AGENT_PATH.with_name("bootstrap.ps1")
+HASH_PLACEHOLDER = "AGENT_SHA256"
+COMMAND_PREFIX = "PowerShell -NoProfile -NonInteractive -ExecutionPolicy Unrestricted -EncodedCommand "
+# powershell.exe decodes redirected stdin with the console's OEM code page
+# (437 on an en-US Windows Server), not UTF-8.
+STDIN_CODEPAGE = "cp437"
 
 SERVICE_OPS = ("set_start_mode", "start_service", "continue_service")
 START_MODE_VALUES = ("auto", "delayed-auto", "demand", "disabled")
@@ -31,12 +39,15 @@ VIAS = ("method", "server_command")
 ACTIONS = ("observe", "apply")
 
 _ENCODED_SWITCHES = {"-encodedcommand", "-enc", "-e", "-ec", "-en", "-encoded"}
-_WRAPPER_END = re.compile(r"\}\s*'([^']*)'")
 _AGENT_VERSION = re.compile(r"""\bagent_version\s*=\s*['"]([^'"]+)['"]""", re.IGNORECASE)
 
 
 class NotSupported(Exception):
     """The command is not something the simulator can run; the text says what it was."""
+
+
+class PowerShellError(Exception):
+    """A terminating error in the bootstrap: powershell.exe writes it to stderr as CLIXML and exits 1."""
 
 
 class BadRequest(Exception):
@@ -56,6 +67,22 @@ def normalise(text: str) -> str:
 def read_agent(path: Path = AGENT_PATH) -> str:
     """The agent text; `utf-8-sig` so that an editor's BOM does not change the match."""
     return path.read_text(encoding="utf-8-sig")
+
+
+def read_bootstrap(path: Path = BOOTSTRAP_PATH) -> str:
+    """The bootstrap text, with its AGENT_SHA256 placeholder."""
+    return path.read_text(encoding="utf-8-sig")
+
+
+def clixml_error(message: str) -> bytes:
+    """stderr of powershell.exe for a terminating error, as it writes it when redirected."""
+    lines = [message, "    + CategoryInfo          : OperationStopped: (:) [], RuntimeException",
+             "    + FullyQualifiedErrorId : RuntimeException", ""]
+    body = "".join(
+        f'<S S="Error">{escape(line)}_x000D__x000A_</S>' for line in lines
+    )
+    return ('#< CLIXML\r\n<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+            + body + "</Objs>").encode("utf-8")
 
 
 def agent_version(agent_text: str) -> str:
@@ -93,18 +120,61 @@ def decode_script(command: str, arguments: str | list[str] | tuple[str, ...]) ->
         raise NotSupported(f"-EncodedCommand that is not base64 UTF-16-LE ({exc})") from None
 
 
-def extract_request(script: str, agent_text: str) -> str:
-    """The quoted request argument if `script` is the wrapped agent, else NotSupported."""
-    lines = [line.strip() for line in script.splitlines() if line.strip()]
-    first = lines[0] if lines else ""
-    if len(lines) < 3 or lines[0] != "& {":
-        raise NotSupported(f"PowerShell script that is not the mailops agent ({_short(first)!r})")
-    end = _WRAPPER_END.fullmatch(lines[-1])
-    if end is None:
-        raise NotSupported("script opens like the agent wrapper but does not end with } 'REQUEST'")
-    if normalise("\n".join(lines[1:-1])) != normalise(agent_text):
-        raise NotSupported("agent wrapper whose script differs from plugins/plugin_utils/agent.ps1")
-    return end.group(1)
+def bootstrap_hash(script: str, bootstrap_text: str) -> str:
+    """The agent hash a command-line script carries if it is the collection's bootstrap, else NotSupported."""
+    template = normalise(bootstrap_text)
+    if HASH_PLACEHOLDER not in template:
+        raise NotSupported("plugins/plugin_utils/bootstrap.ps1 has no AGENT_SHA256 placeholder")
+    before, after = template.split(HASH_PLACEHOLDER, 1)
+    match = re.fullmatch(re.escape(before) + "([0-9A-F]{64})" + re.escape(after), normalise(script))
+    if match is None:
+        first = next((line.strip() for line in script.splitlines() if line.strip()), "")
+        raise NotSupported(f"PowerShell script that is not the mailops bootstrap ({_short(first)!r})")
+    return match.group(1)
+
+
+def _powershell_input(stdin: bytes) -> str:
+    """`@($input) -join "`n"`: stdin as powershell.exe reads it, line by line."""
+    return "\n".join(stdin.decode(STDIN_CODEPAGE).splitlines())
+
+
+def _property(document: Any, name: str) -> Any:
+    """`$payload.name` under Set-StrictMode -Version 2: a missing property is an error."""
+    if not isinstance(document, dict) or name not in document:
+        raise PowerShellError(
+            f"The property '{name}' cannot be found on this object. Verify that the property exists."
+        )
+    return document[name]
+
+
+def _ps_string(value: Any) -> str:
+    """`[string]$value` for what ConvertFrom-Json returns."""
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return "System.Management.Automation.PSCustomObject" if isinstance(value, dict) else " ".join(map(_ps_string, value))
+    return _ps_text(value)
+
+
+def extract_request(stdin: bytes, expected_hash: str, agent_text: str) -> str:
+    """What the bootstrap does with stdin: the request it hands the agent.
+
+    PowerShellError where the bootstrap itself would fail (stdin not JSON, a
+    missing key, an agent that does not match its hash); NotSupported for an
+    agent that passes the check but is not the repository's agent.ps1.
+    """
+    text = _powershell_input(stdin)
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        raise PowerShellError("Invalid JSON primitive: " + _short(text.strip(), 40) + ".") from None
+    agent = _ps_string(_property(payload, "agent"))
+    digest = hashlib.sha256(agent.encode("utf-8")).hexdigest().upper()
+    if digest != expected_hash:
+        raise PowerShellError("mailops.iis_smtp bootstrap: the agent on stdin does not match the hash on the command line")
+    if normalise(agent) != normalise(agent_text):
+        raise NotSupported("an agent that differs from plugins/plugin_utils/agent.ps1")
+    return _ps_string(_property(payload, "request"))
 
 
 @dataclass(frozen=True)
@@ -259,18 +329,20 @@ def encode_line(document: dict[str, Any]) -> bytes:
     return RESPONSE_PREFIX.encode("ascii") + payload + b"\r\n"
 
 
-def build_command(agent_text: str, request: dict[str, Any]) -> tuple[str, list[str]]:
-    """What the transport sends for `request`, as the protocol document describes it.
+def build_call(agent_text: str, request: dict[str, Any], bootstrap_text: str | None = None) -> tuple[str, list[str], bytes]:
+    """What the transport sends for `request` (command, arguments, stdin), as the protocol document describes it.
 
-    Kept here so that tests and the demo build calls the one documented way.
+    Kept here so that tests and tools build calls the one documented way
+    without importing the collection.
     """
-    encoded_request = base64.b64encode(json.dumps(request).encode("utf-8")).decode("ascii")
-    wrapped = f"& {{\n{normalise(agent_text)}\n}} '{encoded_request}'"
-    # ansible's _encode_script strips every line and drops empty ones.
-    script = "\n".join(line.strip() for line in wrapped.splitlines() if line.strip())
+    agent = normalise(agent_text)
+    digest = hashlib.sha256(agent.encode("utf-8")).hexdigest().upper()
+    script = normalise(read_bootstrap() if bootstrap_text is None else bootstrap_text).replace(HASH_PLACEHOLDER, digest)
     encoded = base64.b64encode(script.encode("utf-16-le")).decode("ascii")
-    arguments = "-NoProfile -NonInteractive -ExecutionPolicy Unrestricted -EncodedCommand " + encoded
-    return "PowerShell", [arguments]
+    words = (COMMAND_PREFIX + encoded).split(" ")
+    encoded_request = base64.b64encode(json.dumps(request).encode("utf-8")).decode("ascii")
+    stdin = (json.dumps({"agent": agent, "request": encoded_request}) + "\n").encode("ascii")
+    return words[0], [" ".join(words[1:])], stdin
 
 
 def decode_line(stdout: bytes) -> dict[str, Any]:

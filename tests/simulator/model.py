@@ -18,17 +18,22 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import yaml
 
 from .emulator import (
     AGENT_PATH,
+    BOOTSTRAP_PATH,
     BadRequest,
     NotSupported,
+    PowerShellError,
     Request,
     Step,
     agent_version,
+    bootstrap_hash,
+    clixml_error,
     decode_script,
     encode_line,
     error,
@@ -185,14 +190,14 @@ _agent_cache: dict[Path, tuple[int, str]] = {}
 _agent_cache_lock = threading.Lock()
 
 
-def _default_agent() -> str:
-    """The repository's agent.ps1, re-read when it changes on disk."""
-    mtime = AGENT_PATH.stat().st_mtime_ns
+def _cached(path: Path) -> str:
+    """The repository's agent.ps1 or bootstrap.ps1, re-read when it changes on disk."""
+    mtime = path.stat().st_mtime_ns
     with _agent_cache_lock:
-        cached = _agent_cache.get(AGENT_PATH)
+        cached = _agent_cache.get(path)
         if cached is None or cached[0] != mtime:
-            cached = (mtime, read_agent(AGENT_PATH))
-            _agent_cache[AGENT_PATH] = cached
+            cached = (mtime, read_agent(path))
+            _agent_cache[path] = cached
         return cached[1]
 
 
@@ -248,19 +253,29 @@ class Host:
 
     # --------------------------------------------------------------- commands
 
-    def run_command(self, command: str, arguments: list[str] | str) -> CommandOutcome:
-        """Answer one WinRS Command the way the host would."""
+    def run_command(self, command: str, arguments: list[str] | str, read_stdin: Callable[[], bytes] = lambda: b"") -> CommandOutcome:
+        """Answer one WinRS Command the way the host would.
+
+        Only the collection's bootstrap on the command line with the agent and
+        its request on stdin is served; `read_stdin` blocks until the client
+        has closed stdin, as a process reading it would.
+        """
         with self._lock:
             self.commands += 1
         try:
-            agent_text = self._agent_text if self._agent_text is not None else _default_agent()
-        except OSError:
-            return _refusal("no agent to recognise: plugins/plugin_utils/agent.ps1 is missing")
+            agent_text = self._agent_text if self._agent_text is not None else _cached(AGENT_PATH)
+            bootstrap_text = _cached(BOOTSTRAP_PATH)
+        except OSError as exc:
+            return _refusal(f"no agent to recognise: {exc.filename} is missing")
+        encoded: str | None = None
         try:
-            encoded: str | None = extract_request(decode_script(command, arguments), agent_text)
+            expected_hash = bootstrap_hash(decode_script(command, arguments), bootstrap_text)
+            encoded = extract_request(read_stdin(), expected_hash, agent_text)
             reason = ""
         except NotSupported as exc:
-            encoded, reason = None, str(exc)
+            reason = str(exc)
+        except PowerShellError as exc:
+            return CommandOutcome(b"", clixml_error(str(exc)), 1)
         action = request_action(encoded) if encoded is not None else None
         with self._lock:
             wsman = self._fire("wsman_fault", action)
