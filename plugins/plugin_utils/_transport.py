@@ -116,10 +116,11 @@ def build_stdin(agent_text: str, request: dict[str, Any]) -> bytes:
             + "\n").encode("ascii")
 
 
-def build_call(request: dict[str, Any], agent_text: str | None = None) -> tuple[str, bytes]:
+def build_call(request: dict[str, Any], agent_text: str | None = None,
+               bootstrap_path: str = _BOOTSTRAP_PATH) -> tuple[str, bytes]:
     """The command line and the stdin that run the agent on one request."""
     agent = load_agent() if agent_text is None else agent_text
-    command = encode_command(bootstrap_script(agent))
+    command = encode_command(bootstrap_script(agent, bootstrap_path))
     if len(command) > MAX_COMMAND_CHARS:
         raise AgentError(REQUEST_TOO_LARGE, "the bootstrap command would be %d characters, over the %d "
                          "cmd.exe allows" % (len(command), MAX_COMMAND_CHARS))

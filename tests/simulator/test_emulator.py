@@ -1,8 +1,8 @@
-"""Recognising the agent, refusing everything else, the request rules, faults.
+"""Recognising the bootstrap and the agent on stdin, refusing everything else, the request rules, faults.
 
-Commands are built the way docs/agent-protocol.md says (and, in one test, by
-ansible-core's own PowerShell shell plugin), then handed to `Host.run_command`
-exactly as the WinRM server hands them over.
+Calls are built the way docs/agent-protocol.md says (and, in one test, by
+the collection's own transport), then handed to `Host.run_command` exactly as
+the WinRM server hands them over: command, arguments, and stdin.
 """
 
 from __future__ import annotations
@@ -12,16 +12,17 @@ import json
 from typing import Any
 
 import pytest
-from ansible.plugins.loader import shell_loader
 
 from tests.simulator.emulator import (
     RESPONSE_PREFIX,
-    build_command,
+    bootstrap_hash,
+    build_call,
     decode_line,
     decode_script,
     extract_request,
     normalise,
     read_agent,
+    read_bootstrap,
 )
 from tests.simulator.model import CommandOutcome, Fleet, Host
 
@@ -35,8 +36,8 @@ def host_of(data: dict[str, Any] | None = None, agent_text: str | None = None) -
 
 
 def run(host: Host, request: dict[str, Any], agent_text: str = AGENT) -> CommandOutcome:
-    command, arguments = build_command(agent_text, request)
-    return host.run_command(command, arguments)
+    command, arguments, stdin = build_call(agent_text, request)
+    return host.run_command(command, arguments, lambda: stdin)
 
 
 def encoded(script: str) -> list[str]:
@@ -45,9 +46,10 @@ def encoded(script: str) -> list[str]:
 
 
 def raw_request(host: Host, payload: str) -> dict[str, Any]:
-    """Send the real agent with an arbitrary request literal, as a broken transport might."""
-    script = f"& {{\n{normalise(AGENT)}\n}} '{payload}'"
-    outcome = host.run_command("PowerShell", encoded(script))
+    """Send the real agent with an arbitrary request string, as a broken transport might."""
+    command, arguments, _stdin = build_call(AGENT, OBSERVE)
+    stdin = (json.dumps({"agent": normalise(AGENT), "request": payload}) + "\n").encode()
+    outcome = host.run_command(command, arguments, lambda: stdin)
     assert outcome.exit_code == 0
     return decode_line(outcome.stdout)
 
@@ -80,22 +82,20 @@ def test_the_response_is_one_base64_json_line() -> None:
 
 @pytest.mark.parametrize("split", ["one string", "words", "two strings"])
 def test_arguments_may_arrive_as_one_string_or_several(split: str) -> None:
-    command, (arguments,) = build_command(AGENT, OBSERVE)
+    command, (arguments,), stdin = build_call(AGENT, OBSERVE)
     words = arguments.split(" ")
     given: Any = {"one string": arguments, "words": words, "two strings": [" ".join(words[:3]), " ".join(words[3:])]}[split]
-    document = decode_line(host_of().run_command(command, given).stdout)
+    document = decode_line(host_of().run_command(command, given, lambda: stdin).stdout)
     assert document["ok"] is True
 
 
-def test_commands_built_by_ansibles_powershell_shell_are_recognised() -> None:
-    shell = shell_loader.get("powershell")
-    request = base64.b64encode(json.dumps(OBSERVE).encode()).decode()
-    # The transport hands over the normalised agent; the shell strips and re-joins lines again.
-    script = "& {\n%s\n} '%s'" % (normalise(AGENT), request)
-    command_line = shell._encode_script(script, strict_mode=False, preserve_rc=False)
-    parts = command_line.split(" ")
-    outcome = host_of().run_command(parts[0], parts[1:])
-    assert decode_line(outcome.stdout)["observation"]["computer_name"] == "RELAY01"
+def test_the_old_agent_on_the_command_line_is_not_the_bootstrap() -> None:
+    # Short enough for cmd.exe only in this direct call; the server refuses it
+    # as too long first (test_server_cmd_line).
+    script = "& {\n%s\n} '%s'" % (normalise(AGENT), b64json(OBSERVE))
+    host = host_of()
+    assert "not the mailops bootstrap" in not_supported(host.run_command("PowerShell", encoded(script)))
+    assert host.dump()["operations"] == []
 
 
 def test_recognition_ignores_indentation_blank_lines_and_comments() -> None:
@@ -124,7 +124,7 @@ def test_other_powershell_is_refused_with_a_clear_error() -> None:
     bootstrap = "$ErrorActionPreference = 'Stop'\n$exec_wrapper_str = $input | Out-String\n&$exec_wrapper"
     host = host_of()
     text = not_supported(host.run_command("PowerShell", encoded(bootstrap)))
-    assert "not the mailops agent" in text and "$ErrorActionPreference" in text
+    assert "not the mailops bootstrap" in text and "$ErrorActionPreference" in text
     assert host.dump()["operations"] == []
 
 
@@ -146,14 +146,35 @@ def test_an_edited_agent_is_not_taken_for_the_agent() -> None:
     assert "differs from plugins/plugin_utils/agent.ps1" in not_supported(run(host_of(), OBSERVE, agent_text=edited))
 
 
-def test_a_wrapper_without_the_request_literal_is_refused() -> None:
-    script = f"& {{\n{normalise(AGENT)}\n}}"
-    assert "does not end with } 'REQUEST'" in not_supported(host_of().run_command("PowerShell", encoded(script)))
+def test_bootstrap_errors_come_back_as_powershell_errors() -> None:
+    command, arguments, stdin = build_call(AGENT, OBSERVE)
+    host = host_of()
+    cases = {
+        b"{not json\n": "Invalid JSON primitive",
+        b'{"request": "e30="}\n': "The property 'agent' cannot be found",
+        stdin.replace(b"Set-StrictMode -Version 2", b"Set-StrictMode -Version 1"): "does not match the hash",
+        b"": "Invalid JSON primitive",
+    }
+    for given, message in cases.items():
+        outcome = host.run_command(command, arguments, lambda given=given: given)
+        assert outcome.exit_code == 1 and outcome.stdout == b""
+        assert outcome.stderr.startswith(b"#< CLIXML\r\n") and message.encode() in outcome.stderr
+    assert host.dump()["operations"] == [] and host.observes == 0
+
+
+def test_stdin_is_read_with_the_console_code_page() -> None:
+    # UTF-8 on stdin reaches PowerShell as OEM text: the agent no longer matches its hash.
+    agent = AGENT + "\n$note = 'Relais f\u00fcr Ger\u00e4te'"
+    command, arguments, _stdin = build_call(agent, OBSERVE)
+    utf8 = (json.dumps({"agent": normalise(agent), "request": b64json(OBSERVE)}, ensure_ascii=False) + "\n").encode()
+    outcome = host_of(agent_text=agent).run_command(command, arguments, lambda: utf8)
+    assert outcome.exit_code == 1 and b"does not match the hash" in outcome.stderr
 
 
 def test_decode_and_extract_are_inverse_of_build() -> None:
-    command, arguments = build_command(AGENT, OBSERVE)
-    literal = extract_request(decode_script(command, arguments), AGENT)
+    command, arguments, stdin = build_call(AGENT, OBSERVE)
+    digest = bootstrap_hash(decode_script(command, arguments), read_bootstrap())
+    literal = extract_request(stdin, digest, AGENT)
     assert json.loads(base64.b64decode(literal)) == OBSERVE
 
 
@@ -317,10 +338,10 @@ def test_the_collections_transport_and_the_simulator_agree() -> None:
         "settle_timeout_s": 5,
         "poll_ms": 10,
     }
-    command_line = _transport.build_command(shell_loader.get("powershell"), request)
+    command_line, stdin = _transport.build_call(request)
     # What the winrm connection plugin's exec_command does with an encoded command.
     parts = command_line.split(" ")
-    outcome = host.run_command(parts[0], parts[1:])
+    outcome = host.run_command(parts[0], parts[1:], lambda: stdin)
     document = _transport.parse_output(outcome.exit_code, outcome.stdout, outcome.stderr)
     assert document["ok"] is True
     assert document["observation"]["instances"][0]["server_state"] == 2

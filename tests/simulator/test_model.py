@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.simulator.emulator import build_command, decode_line, read_agent
+from tests.simulator.emulator import build_call, decode_line, read_agent
 from tests.simulator.model import Fleet, Host, ScenarioError
 
 AGENT = read_agent()
@@ -48,8 +48,8 @@ def host_of(data: dict[str, Any], clock: SteppedClock | None = None, name: str =
 
 
 def call(host: Host, request: dict[str, Any]) -> dict[str, Any]:
-    command, arguments = build_command(AGENT, request)
-    outcome = host.run_command(command, arguments)
+    command, arguments, stdin = build_call(AGENT, request)
+    outcome = host.run_command(command, arguments, lambda: stdin)
     assert outcome.exit_code == 0, outcome.stderr
     assert outcome.stderr == b""
     return decode_line(outcome.stdout)

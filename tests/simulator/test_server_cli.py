@@ -22,7 +22,7 @@ import pytest
 import yaml
 from winrm.protocol import Protocol
 
-from tests.simulator.emulator import build_command, decode_line, read_agent
+from tests.simulator.emulator import build_call, decode_line, read_agent
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,9 +98,11 @@ def _protocol(variables: dict[str, Any]) -> Protocol:
     return Protocol(endpoint, **options)
 
 
-def _run(protocol: Protocol, command: str, arguments: list[str]) -> tuple[bytes, bytes, int]:
+def _run(protocol: Protocol, command: str, arguments: list[str], stdin: bytes | None = None) -> tuple[bytes, bytes, int]:
     shell_id = protocol.open_shell()
     command_id = protocol.run_command(shell_id, command, arguments)
+    if stdin is not None:
+        protocol.send_command_input(shell_id, command_id, stdin, end=True)
     result = protocol.get_command_output(shell_id, command_id)
     protocol.cleanup_command(shell_id, command_id)
     protocol.close_shell(shell_id)
@@ -121,13 +123,13 @@ def test_cli_serves_the_scenario_and_dumps_state(simulator: tuple[subprocess.Pop
     assert Path(relay02["ansible_winrm_ca_trust_path"]).is_file()
 
     agent = read_agent()
-    command, arguments = build_command(agent, {"protocol": 1, "action": "observe"})
+    command, arguments, stdin = build_call(agent, {"protocol": 1, "action": "observe"})
     for variables in (relay01, relay02):
-        stdout, dummy, rc = _run(_protocol(variables), command, arguments)
+        stdout, dummy, rc = _run(_protocol(variables), command, arguments, stdin)
         assert rc == 0
         response = decode_line(stdout)
         assert response["ok"] is True
-    observed = decode_line(_run(_protocol(relay01), command, arguments)[0])["observation"]
+    observed = decode_line(_run(_protocol(relay01), command, arguments, stdin)[0])["observation"]
     assert [(i["id"], i["server_state"]) for i in observed["instances"]] == [(1, 2), (2, 4)]
 
     dummy, stderr, rc = _run(_protocol(relay01), "ipconfig", ["/all"])
@@ -147,7 +149,7 @@ def test_cli_serves_the_scenario_and_dumps_state(simulator: tuple[subprocess.Pop
     live = json.loads(dump_path.read_text())["hosts"]
     assert live["relay01"]["observes"] == 2 and live["relay02"]["observes"] == 1
     assert process.poll() is None
-    assert _run(_protocol(relay01), command, arguments)[2] == 0
+    assert _run(_protocol(relay01), command, arguments, stdin)[2] == 0
 
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0

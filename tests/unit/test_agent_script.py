@@ -21,18 +21,27 @@ import tree_sitter_pwsh
 from ansible.plugins.loader import shell_loader
 
 from ansible_collections.mailops.iis_smtp.plugins.plugin_utils._transport import (
+    COMMAND_PREFIX,
     MAX_COMMAND_CHARS,
+    agent_sha256,
+    bootstrap_script,
+    build_call,
     normalise_agent,
-    wrap_agent,
 )
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT_PATH = REPO / "plugins" / "plugin_utils" / "agent.ps1"
+BOOTSTRAP_PATH = REPO / "plugins" / "plugin_utils" / "bootstrap.ps1"
 PROTOCOL_DOC = REPO / "docs" / "agent-protocol.md"
 
-# Room for the agent itself; what is left of MAX_COMMAND_CHARS carries the
-# request. Every byte here costs 8/3 characters on the command line.
+# The agent travels on stdin with every call: its size is bytes on the wire
+# for every host of every run.
 AGENT_BUDGET_BYTES = 8800
+# The whole command line; cmd.exe would allow 8,191, the rest is margin for
+# whatever a connection plugin or WinRS adds.
+BOOTSTRAP_COMMAND_BUDGET = 2000
+# What the bootstrap may call: it only decodes stdin and hashes.
+BOOTSTRAP_COMMANDS = {"Set-StrictMode": frozenset({"Version"}), "ConvertFrom-Json": frozenset({"InputObject"})}
 
 # Windows PowerShell 5.1 commands the agent may call, each with the parameters
 # it may pass. Parameters are the 5.1 ones: PowerShell 7 additions such as
@@ -59,7 +68,7 @@ ALLOWED_TYPES = frozenset({
     "Collections.IList", "Collections.ArrayList",
     "Security.Principal.WindowsPrincipal", "Security.Principal.WindowsIdentity",
     "Security.Principal.WindowsBuiltInRole",
-    "Text.Encoding", "Convert", "Console", "Diagnostics.Stopwatch",
+    "Text.Encoding", "Convert", "Diagnostics.Stopwatch",
 })
 
 # Ways to run text as code; the agent never needs one.
@@ -306,8 +315,7 @@ def test_agent_file_parses(agent: str) -> None:
 
 
 def test_agent_as_sent_parses(normalised: str) -> None:
-    wrapped = wrap_agent(normalised, {"protocol": 1, "action": "observe"})
-    assert syntax_problems(wrapped) == []
+    assert syntax_problems(normalised) == []
 
 
 def test_normalising_changes_nothing_but_comments(agent: str, normalised: str) -> None:
@@ -332,18 +340,69 @@ def test_agent_is_ascii(agent: str) -> None:
     agent.encode("ascii")
 
 
-def test_wrapped_agent_is_one_call_of_a_script_block_with_the_request(normalised: str) -> None:
-    request = {"protocol": 1, "action": "observe"}
-    wrapped = wrap_agent(normalised, request)
-    statements = parse(wrapped).root_node.named_children[0].named_children
-    assert len(statements) == 1
-    (command,) = [n for n in walk(statements[0]) if n.type == "command"][:1]
-    assert text(command.children[0]) == "&"
-    block = command.child_by_field_name("command_name")
-    assert block is not None
-    assert any(n.type == "param_block" for n in walk(block))
-    argument = text(command).rsplit("} ", 1)[1]
-    assert re.fullmatch(r"'[A-Za-z0-9+/=]+'", argument)
+# --- the bootstrap: the only script on the command line -----------------
+
+
+@pytest.fixture(scope="module")
+def bootstrap() -> str:
+    return BOOTSTRAP_PATH.read_text(encoding="utf-8-sig")
+
+
+@pytest.fixture(scope="module")
+def bootstrap_sent(normalised: str) -> str:
+    return bootstrap_script(normalised)
+
+
+def test_bootstrap_parses_as_shipped_and_as_sent(bootstrap: str, bootstrap_sent: str) -> None:
+    assert syntax_problems(bootstrap) == []
+    assert syntax_problems(bootstrap_sent) == []
+
+
+def test_bootstrap_is_ascii_and_normalisation_safe(bootstrap: str) -> None:
+    bootstrap.encode("ascii")
+    assert "<#" not in bootstrap and not re.search(r"@['\"]\s*$", bootstrap, re.M)
+    assert not any(line.rstrip().endswith("`") for line in bootstrap.splitlines())
+
+
+def test_bootstrap_carries_the_hash_of_the_agent_it_runs(normalised: str, bootstrap_sent: str) -> None:
+    digest = agent_sha256(normalised)
+    assert re.fullmatch(r"[0-9A-F]{64}", digest)
+    assert "if ($hash -cne '%s') {" % digest in bootstrap_sent
+    assert "AGENT_SHA256" not in bootstrap_sent
+
+
+def bootstrap_statements(bootstrap: str) -> list[str]:
+    (body,) = [n for n in parse(bootstrap).root_node.named_children if n.type == "statement_list"]
+    return [text(n) for n in body.named_children if n.type != "comment"]
+
+
+def test_bootstrap_starts_strict_and_calls_only_what_it_needs(bootstrap: str) -> None:
+    statements = bootstrap_statements(bootstrap)
+    assert statements[:3] == [
+        "Set-StrictMode -Version 2", "$ErrorActionPreference = 'Stop'", "$ProgressPreference = 'SilentlyContinue'"]
+    for name, params in command_uses(bootstrap):
+        if name in ("&", "<dynamic>"):
+            continue
+        assert name in BOOTSTRAP_COMMANDS, name
+        assert set(params) <= BOOTSTRAP_COMMANDS[name], (name, params)
+
+
+def test_bootstrap_runs_code_only_after_the_hash_check(bootstrap: str) -> None:
+    # The one place text becomes code: the last statement, after the check
+    # that throws when the agent is not the one the controller hashed.
+    statements = bootstrap_statements(bootstrap)
+    assert statements[-1] == "& ([ScriptBlock]::Create($agent)) ([string]$payload.request)"
+    assert statements[-2].startswith("if ($hash -cne 'AGENT_SHA256') {\nthrow ")
+    assert sum("ScriptBlock" in line for line in statements) == 1
+
+
+def test_command_line_is_the_bootstrap_alone_whatever_the_request(normalised: str) -> None:
+    small, small_stdin = build_call({"protocol": 1, "action": "observe"}, normalised)
+    large, large_stdin = build_call(apply_request(1000), normalised)
+    assert small == large
+    assert small.startswith(COMMAND_PREFIX)
+    assert len(small) <= BOOTSTRAP_COMMAND_BUDGET < MAX_COMMAND_CHARS
+    assert len(large_stdin) > len(small_stdin) > len(normalised)
 
 
 # --- what it calls -------------------------------------------------------
@@ -470,8 +529,8 @@ def test_agent_stays_within_its_budget(normalised: str) -> None:
     assert len(normalised.encode("utf-8")) <= AGENT_BUDGET_BYTES
 
 
-def test_large_apply_fits_the_windows_command_line(normalised: str) -> None:
+def test_command_prefix_is_the_one_ansible_connections_recognise() -> None:
+    # winrm and psrp treat a command starting with their shell plugin's own
+    # prefix as already encoded; psrp then runs the decoded script in its runspace.
     shell = shell_loader.get("powershell")
-    command = shell._encode_script(wrap_agent(normalised, apply_request(20)), strict_mode=False, preserve_rc=False)
-    assert command.startswith("PowerShell ")
-    assert len(command) < MAX_COMMAND_CHARS
+    assert shell._encode_script("", strict_mode=False, preserve_rc=False) == COMMAND_PREFIX

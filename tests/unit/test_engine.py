@@ -77,7 +77,8 @@ def test_info_fails_when_access_is_denied():
 def test_transport_failures_become_reasons(code):
     result = info(Replay([AgentError(code, "because")]))
     expected: dict[str, object] = {"changed": False, "failed": True, "reason": code, "msg": "because"}
-    if code == "connection_failed":
+    if code in ("connection_failed", "auth_failed"):
+        # What Ansible itself reports for a host it cannot talk to.
         expected["unreachable"] = True
     assert result == expected
     result = enforce(Replay([AgentError(code, "because")]), Clock(), EnforceArgs())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 
@@ -48,51 +49,73 @@ def decoded_script(command):
     return base64.b64decode(command.split()[-1]).decode("utf-16-le")
 
 
+def sent_payload(in_data):
+    """The stdin line: the agent and the base64 request."""
+    assert in_data.endswith(b"\n") and in_data.count(b"\n") == 1
+    payload = json.loads(in_data.decode("ascii"))
+    assert set(payload) == {"agent", "request"}
+    return payload
+
+
+def sent_request(in_data):
+    return json.loads(base64.b64decode(sent_payload(in_data)["request"]))
+
+
 def test_normalise_strips_blank_and_comment_lines():
     text = "  # header\r\n\tparam($a)  \n\n   # note\n  $x = '#not a comment'\n"
     assert t.normalise_agent(text) == "param($a)\n$x = '#not a comment'"
 
 
-def test_wrap_puts_the_request_in_a_base64_literal():
-    script = t.wrap_agent(AGENT, {"protocol": 1, "action": "observe", "name": "x'; Remove-Item C:\\ #"})
-    match = re.fullmatch(r"& \{\n(.*)\n\} '([A-Za-z0-9+/=]+)'", script, re.S)
-    assert match and match.group(1) == AGENT
-    assert json.loads(base64.b64decode(match.group(2)))["name"] == "x'; Remove-Item C:\\ #"
+def test_stdin_carries_the_request_as_base64_data():
+    stdin = t.build_stdin(AGENT, {"protocol": 1, "action": "observe", "name": "x'; Remove-Item C:\\ #"})
+    payload = sent_payload(stdin)
+    assert payload["agent"] == AGENT
+    assert re.fullmatch(r"[A-Za-z0-9+/=]+", payload["request"])
+    assert json.loads(base64.b64decode(payload["request"]))["name"] == "x'; Remove-Item C:\\ #"
 
 
-def test_non_ascii_survives_the_request_encoding():
-    payload = t.encode_request({"name": "Relais Müller ✉"})
-    assert json.loads(base64.b64decode(payload).decode("utf-8")) == {"name": "Relais Müller ✉"}
+def test_stdin_is_ascii_whatever_the_names():
+    stdin = t.build_stdin("# Relais f\u00fcr Ger\u00e4te\nparam($a)", {"name": "Relais M\u00fcller \u2709"})
+    stdin.decode("ascii")
+    payload = sent_payload(stdin)
+    assert payload["agent"].startswith("# Relais f\u00fcr")
+    assert json.loads(base64.b64decode(payload["request"]).decode("utf-8")) == {"name": "Relais M\u00fcller \u2709"}
 
 
-def test_build_command_is_the_encoded_wrapped_agent():
-    command = t.build_command(shell_loader.get("powershell"), {"protocol": 1, "action": "observe"}, AGENT)
-    assert decoded_script(command) == t.wrap_agent(AGENT, {"protocol": 1, "action": "observe"})
+def test_command_line_is_the_bootstrap_with_the_agent_hash():
+    command, _stdin = t.build_call({"protocol": 1, "action": "observe"}, AGENT)
+    script = decoded_script(command)
+    assert script == t.bootstrap_script(AGENT)
+    assert t.agent_sha256(AGENT) in script
+    assert hashlib.sha256(AGENT.encode()).hexdigest().upper() == t.agent_sha256(AGENT)
 
 
-def test_shipped_agent_fits_the_windows_command_line_with_a_full_batch():
+def test_command_line_does_not_grow_with_the_request():
     steps = [{"op": "instance", "id": i, "command": "continue", "via": ["method", "server_command"]}
-             for i in range(1000, 1016)]
+             for i in range(1, 2001)]
     request = {"protocol": 1, "action": "apply", "steps": steps, "settle_timeout_s": 3600, "poll_ms": 500}
-    command = t.build_command(shell_loader.get("powershell"), request)
-    assert len(command) < t.MAX_COMMAND_CHARS
-    assert decoded_script(command).startswith("& {\nparam(")
+    big, stdin = t.build_call(request)
+    small, _ = t.build_call({"protocol": 1, "action": "observe"})
+    assert big == small and len(big) <= t.MAX_COMMAND_CHARS
+    assert sent_request(stdin)["steps"] == steps
 
 
-def test_too_long_a_command_is_refused_before_sending():
-    big = "x" * 20000
+def test_too_long_a_bootstrap_is_refused_before_sending(tmp_path):
+    bootstrap = tmp_path / "bootstrap.ps1"
+    bootstrap.write_text("'AGENT_SHA256'\n" + "$x = 1\n" * 2000)
     with pytest.raises(t.AgentError) as err:
-        t.build_command(shell_loader.get("powershell"), {"protocol": 1, "action": "observe"}, big)
+        t.build_call({"protocol": 1, "action": "observe"}, AGENT, bootstrap_path=str(bootstrap))
     assert err.value.code == "request_too_large"
 
 
-def test_call_runs_one_command_and_decodes_the_response():
+def test_call_runs_one_command_with_stdin_and_decodes_the_response():
     doc = response(observation())
     conn = RecordingConnection([(0, b"noise before\r\n" + line(doc), b"")])
     assert t.call(conn, {"protocol": 1, "action": "observe"}, AGENT) == doc
     (cmd, in_data, sudoable), = conn.commands
-    assert in_data is None and sudoable is False
-    assert "'" + t.encode_request({"protocol": 1, "action": "observe"}) + "'" in decoded_script(cmd)
+    assert sudoable is False
+    assert decoded_script(cmd) == t.bootstrap_script(AGENT)
+    assert sent_request(in_data) == {"protocol": 1, "action": "observe"}
 
 
 def test_response_line_wins_over_a_nonzero_exit():
@@ -168,70 +191,30 @@ def test_connection_failure_message_quotes_the_cause():
 
 class TestChannel:
     OBSERVE = {"protocol": 1, "action": "observe"}
-    APPLY = {"protocol": 1, "action": "apply", "steps": [{"op": "start_service", "service": "SMTPSVC"}]}
-    WAIT = {"protocol": 1, "action": "apply", "steps": [], "settle_timeout_s": 5, "poll_ms": 500}
 
     def ok(self):
         return (0, line(response(observation())), b"")
 
-    def test_first_call_is_not_retried(self):
+    def test_a_failure_is_raised_once_and_not_retried(self):
         conn = RecordingConnection([AnsibleConnectionFailure("refused"), self.ok()])
         channel = t.Channel(conn, AGENT)
-        with pytest.raises(t.AgentError):
+        with pytest.raises(t.AgentError) as err:
             channel(self.OBSERVE)
+        assert err.value.code == "connection_failed"
         assert len(conn.commands) == 1 and conn.resets == 0
 
-    @pytest.mark.parametrize("request_", [OBSERVE, WAIT])
-    def test_later_polls_are_retried_once_after_a_reset(self, request_):
-        conn = RecordingConnection([self.ok(), AnsibleConnectionFailure("reset by peer"), self.ok()])
-        channel = t.Channel(conn, AGENT)
-        channel(self.OBSERVE)
-        assert channel(request_)["ok"] is True
-        assert len(conn.commands) == 3 and conn.resets == 1
-
-    def test_second_failure_is_reported(self):
-        conn = RecordingConnection([self.ok(), AnsibleConnectionFailure("a"), AnsibleConnectionFailure("b")])
-        channel = t.Channel(conn, AGENT)
-        channel(self.OBSERVE)
-        with pytest.raises(t.AgentError) as err:
-            channel(self.OBSERVE)
-        assert "b" in err.value.message and len(conn.commands) == 3
-
-    def test_steps_are_never_sent_twice(self):
-        conn = RecordingConnection([self.ok(), AnsibleConnectionFailure("reset"), self.ok()])
-        channel = t.Channel(conn, AGENT)
-        channel(self.OBSERVE)
-        with pytest.raises(t.AgentError):
-            channel(self.APPLY)
-        assert len(conn.commands) == 2
-
-    @pytest.mark.parametrize("exc", [InvalidCredentialsError("401"), _wsman_fault()])
-    def test_permanent_failures_are_not_retried(self, exc):
-        conn = RecordingConnection([self.ok(), exc, self.ok()])
-        channel = t.Channel(conn, AGENT)
-        channel(self.OBSERVE)
-        with pytest.raises(t.AgentError):
-            channel(self.OBSERVE)
-        assert len(conn.commands) == 2
-
-    def test_invalid_output_is_not_retried(self):
-        conn = RecordingConnection([self.ok(), (0, b"garbage", b""), self.ok()])
-        channel = t.Channel(conn, AGENT)
-        channel(self.OBSERVE)
-        with pytest.raises(t.AgentError) as err:
-            channel(self.OBSERVE)
-        assert err.value.code == "agent_output_invalid" and len(conn.commands) == 2
+    def test_reset_reconnects(self):
+        conn = RecordingConnection([])
+        t.Channel(conn, AGENT).reset()
+        assert conn.resets == 1
 
     def test_a_failing_reset_is_reported_as_its_own_error(self):
         class ReconnectRefused(RecordingConnection):
             def reset(self):
                 raise InvalidCredentialsError("401 on reconnect")
 
-        conn = ReconnectRefused([self.ok(), AnsibleConnectionFailure("reset by peer")])
-        channel = t.Channel(conn, AGENT)
-        channel(self.OBSERVE)
         with pytest.raises(t.AgentError) as err:
-            channel(self.OBSERVE)
+            t.Channel(ReconnectRefused([]), AGENT).reset()
         assert err.value.code == "auth_failed"
 
     def test_loads_the_shipped_agent_once(self):
@@ -239,8 +222,8 @@ class TestChannel:
         channel = t.Channel(conn)
         channel(self.OBSERVE)
         channel(self.OBSERVE)
-        first, second = (decoded_script(c[0]) for c in conn.commands)
-        assert t.load_agent() in first and first == second
+        first, second = (sent_payload(c[1])["agent"] for c in conn.commands)
+        assert first == t.load_agent() and first == second
 
 
 def refusal(kind, message):
