@@ -259,11 +259,14 @@ def failure(reason: str, msg: str) -> dict[str, Any]:
 
 
 def _fail(result: dict[str, Any], reason: str, msg: str) -> dict[str, Any]:
-    result.update(failed=True, reason=reason, msg=msg)
+    result.update(reason=reason, msg=msg)
     if reason in UNREACHABLE_REASONS:
-        # Ansible's own word for a host it cannot talk to: the recap counts it
-        # as unreachable, ansible-playbook exits 4, ignore_unreachable applies.
+        # What Ansible's own executor returns for a host it cannot talk to
+        # (unreachable, not failed): the recap counts it as unreachable,
+        # ansible-playbook exits 4, ignore_unreachable applies.
         result["unreachable"] = True
+    else:
+        result["failed"] = True
     return result
 
 

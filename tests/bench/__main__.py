@@ -59,17 +59,14 @@ def scenario(hosts: int) -> dict[str, Any]:
 
 
 def command_sizes() -> dict[str, int]:
-    """Characters of the command line one agent call costs (the 32,767 limit applies to it)."""
-    from ansible.plugins.loader import shell_loader
+    """Characters of the command line (cmd.exe allows 8,191) and bytes of stdin that one agent call costs."""
+    from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _engine, _protocol, _transport
 
-    from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _engine, _transport
-
-    shell = shell_loader.get("powershell")
-    observe = _transport.build_command(shell, _engine.observe_request())
-    steps = tuple({"op": "instance", "id": n, "command": "start", "via": ["method", "server_command"]}
-                  for n in range(1, 3))
-    apply = _transport.build_command(shell, _engine.apply_request(steps, 60, _engine.POLL_MS))
-    return {"observe": len(observe), "apply_2_instances": len(apply)}
+    observe, observe_stdin = _transport.build_call(_protocol.observe_request())
+    steps = tuple(_protocol.instance_step(n, "start") for n in range(1, 3))
+    apply, apply_stdin = _transport.build_call(_protocol.apply_request(steps, 60, _engine.POLL_MS))
+    return {"observe": len(observe), "apply_2_instances": len(apply),
+            "observe_stdin_bytes": len(observe_stdin), "apply_2_instances_stdin_bytes": len(apply_stdin)}
 
 
 def peak_rss_kib(pid: int) -> int | None:
@@ -155,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         "agent_command_chars": sizes,
         "runs": [],
     }
-    print(f"agent command: observe {sizes['observe']} chars, apply (2 instances) {sizes['apply_2_instances']} chars")
+    print(f"agent command line: observe {sizes['observe']} chars, apply (2 instances) {sizes['apply_2_instances']} chars; "
+          f"stdin: observe {sizes['observe_stdin_bytes']} bytes, apply {sizes['apply_2_instances_stdin_bytes']} bytes")
     print(f"{'hosts':>6} {'wall s':>8} {'ms/host':>8} {'ctl RSS MiB':>12} {'sim RSS MiB':>12} "
           f"{'req/host':>9} complete")
     for hosts in args.sizes:

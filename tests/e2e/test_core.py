@@ -191,6 +191,20 @@ def test_failures_are_named_and_bad_input_changes_nothing(sim):
     - name: not windows
       mailops.iis_smtp.virtual_server_info:
       ignore_errors: true
+    - name: local powershell
+      mailops.iis_smtp.virtual_server:
+      vars:
+        ansible_shell_type: powershell
+      ignore_errors: true
+- hosts: clean
+  gather_facts: false
+  tasks:
+    - name: become
+      mailops.iis_smtp.virtual_server:
+      become: true
+      become_method: ansible.builtin.runas
+      become_user: SYSTEM
+      ignore_errors: true
 """)
     state = fleet.stop()
 
@@ -226,6 +240,12 @@ def test_failures_are_named_and_bad_input_changes_nothing(sim):
 
     local = result(run, "localhost", "not windows")
     assert local["reason"] == "not_windows"
+    # A powershell shell on the local connection would run PowerShell on the controller.
+    local_powershell = result(run, "localhost", "local powershell")
+    assert local_powershell["reason"] == "not_windows" and "local connection" in local_powershell["msg"]
+    become = result(run, "clean", "become")
+    assert become["reason"] == "become_unsupported" and "remove become" in become["msg"]
+    assert state["hosts"]["clean"]["commands"] == 1
 
 
 def test_transport_failures_through_real_winrm(sim):
@@ -249,5 +269,8 @@ def test_transport_failures_through_real_winrm(sim):
     got = {host: result(run, host, "read").get("reason") for host in expected}
     assert got == expected, {h: result(run, h, "read").get("msg") for h in expected}
     for host in expected:
-        assert run.status(host, "read") == "failed"
+        # Ansible's own word for a host it could not talk to: the recap and the exit code say so.
+        want = "unreachable" if host in ("refused", "badauth") else "failed"
+        assert run.status(host, "read") == want, host
         assert fleet.password(host) not in result(run, host, "read")["msg"]
+    assert run.rc == 4

@@ -70,7 +70,7 @@ EXPECTED: dict[str, tuple[str, str | None, str]] = {
     "good": ("compliant", None, ""),
     "drift": ("remediated", None, ""),
     "refused": ("unreachable", "connection_failed", "could not talk to the host (connection refused)"),
-    "rejected": ("failed", "auth_failed", "the host rejected the credentials"),
+    "rejected": ("unreachable", "auth_failed", "the host rejected the credentials"),
     "wsman_observe": ("failed", "winrm_fault", "the host answered with a WS-Management fault"),
     "wsman_apply": ("failed", "winrm_fault", "the host answered with a WS-Management fault"),
     "slow": ("unreachable", "connection_failed", "could not talk to the host (no answer within the read timeout)"),
@@ -91,7 +91,7 @@ EXPECTED: dict[str, tuple[str, str | None, str]] = {
 # What the audit after remediation must say of each host that still answers.
 AUDIT_AFTER: dict[str, tuple[str, str | None]] = {
     "good": ("compliant", None), "drift": ("compliant", None), "rebooted": ("compliant", None),
-    "refused": ("unreachable", "connection_failed"), "rejected": ("failed", "auth_failed"),
+    "refused": ("unreachable", "connection_failed"), "rejected": ("unreachable", "auth_failed"),
     "wsman_observe": ("failed", "winrm_fault"), "wsman_apply": ("non_compliant", "drift"),
     "slow": ("unreachable", "connection_failed"), "cut_observe": ("unreachable", "connection_failed"),
     "cut_apply": ("compliant", None), "garbage": ("failed", "agent_output_invalid"),
@@ -153,7 +153,9 @@ def test_every_fault_is_reported_by_name_and_moves_nothing_away(sim: Any) -> Non
         task = run.result(host, "mailops.iis_smtp.virtual_servers : Bring the SMTP virtual servers to their "
                                 "desired state")
         if code is not None:
-            assert task["status"] == "failed" and task["result"]["reason"] == code, (host, task)
+            # A host Ansible could not talk to is unreachable to Ansible itself, not failed.
+            want = "unreachable" if status == "unreachable" else "failed"
+            assert task["status"] == want and task["result"]["reason"] == code, (host, task)
         assert_not_moved_away(FLEET, state, host)
 
     # Faults that stop the command before it runs leave the host exactly as it was.
@@ -231,7 +233,7 @@ def test_a_lost_poll_is_retried_once_and_nothing_else_is(sim: Any) -> None:
     # Lost twice, or every time: one retry, then a named failure.
     for host in ("cut_twice", "cut_always"):
         res = results[host]
-        assert res["status"] == "failed" and res["result"]["reason"] == "connection_failed", res
+        assert res["status"] == "unreachable" and res["result"]["reason"] == "connection_failed", res
         assert "(connection cut mid-response)" in res["result"]["msg"]
         assert len(commands_sent(fleet, host)) == 3, host
         assert state["hosts"][host]["faults_fired"]["cut"] == 2
