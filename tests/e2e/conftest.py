@@ -78,6 +78,11 @@ class SimulatedFleet:
                 found.update((child or {}).get("hosts") or {})
         return found
 
+    def requests(self, host: str, action: str) -> list[dict[str, Any]]:
+        """The simulator's request log entries of one WS-Management action (``Command``, ``Send``) on ``host``."""
+        entries = [json.loads(line) for line in self.request_log.read_text().splitlines()]
+        return [e for e in entries if e["host"] == host and e.get("action") == action]
+
     def password(self, host: str) -> str:
         return str(self.hosts()[host]["ansible_password"])
 

@@ -201,8 +201,7 @@ POLLING: dict[str, Any] = {
 
 
 def commands_sent(fleet: SimulatedFleet, host: str) -> list[dict[str, Any]]:
-    entries = [json.loads(line) for line in fleet.request_log.read_text().splitlines()]
-    return [e for e in entries if e["host"] == host and e.get("action") == "Command"]
+    return fleet.requests(host, "Command")
 
 
 def test_a_lost_poll_is_retried_once_and_nothing_else_is(sim: Any) -> None:
