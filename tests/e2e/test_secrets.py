@@ -31,9 +31,9 @@ FLEET: dict[str, Any] = {
     "defaults": {"transition_s": 0.05, "username": USER,
                  "instances": [{"id": 1, "state": "stopped"}, {"id": 2, "comment": "Relay", "state": "paused"}]},
     "hosts": {
-        "basic_http": {"password": PASSWORDS["basic_http"]},
+        "basic_http": {"auth": "basic", "allow_unencrypted": True, "password": PASSWORDS["basic_http"]},
         "ntlm_http": {"auth": "ntlm", "password": PASSWORDS["ntlm_http"]},
-        "basic_https": {"scheme": "https", "password": PASSWORDS["basic_https"]},
+        "basic_https": {"auth": "basic", "scheme": "https", "password": PASSWORDS["basic_https"]},
         "rejected": {"password": PASSWORDS["rejected"], "faults": {"http_401": True}},
         "garbage": {"auth": "ntlm", "password": PASSWORDS["garbage"],
                     "faults": {"agent_output": {"kind": "garbage", "on": "apply"}}},

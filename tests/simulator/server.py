@@ -17,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import re
@@ -39,6 +40,8 @@ from urllib.parse import urlsplit
 from xml.sax.saxutils import escape, quoteattr
 
 import spnego
+from spnego._ntlm import NTLMProxy
+from spnego._ntlm_raw.messages import Authenticate, AvId, Challenge, MessageType, NTClientChallengeV2, TargetInfo
 from spnego.channel_bindings import GssChannelBindings
 
 from . import tls
@@ -69,10 +72,23 @@ ACTIONS = {
 E_NOTIMPL = 0x80004001
 E_FAIL = 0x80004005
 ERROR_WSMAN_INVALID_SELECTORS = 0x8033805B
+# cmd.exe's longest command line; WinRS runs every command through cmd.exe
+# unless the client sets WINRS_SKIP_CMD_SHELL (pywinrm and Ansible never do).
+MAX_CMD_EXE_CHARS = 8191
+# Without cmd.exe, CreateProcess's limit (32,767 with its terminating NUL).
+MAX_CREATEPROCESS_CHARS = 32766
+# HRESULT_FROM_WIN32(ERROR_FILENAME_EXCED_RANGE), 2147942606.
+ERROR_FILENAME_EXCED_RANGE = 0x800700CE
+FILENAME_TOO_LONG_MESSAGE = "The filename or extension is too long."
 # ERROR_WSMAN_OPERATION_TIMEDOUT (2150858793): pywinrm recognises a Receive
 # timeout by this code alone and quietly sends the next Receive.
 ERROR_WSMAN_OPERATION_TIMEDOUT = 0x80338029
 TIMED_OUT_MESSAGE = "The WS-Management service cannot complete the operation within the time specified in OperationTimeout."
+# The WinRM service's own refusals (wsmerror.h; sources in docs/windows-facts.md).
+ERROR_WSMAN_SCHEMA_VALIDATION_ERROR = 0x80338041
+ERROR_WSMAN_QUOTA_MAX_SHELLS = 0x803381A5
+ERROR_WSMAN_QUOTA_MAX_OPERATIONS = 0x803381A6
+NS_WMI_ERROR = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/MSFT_WmiError"
 
 ENCRYPTED_PROTOCOL = "application/HTTP-SPNEGO-session-encrypted"
 MIME_BOUNDARY = b"--Encrypted Boundary"
@@ -91,6 +107,23 @@ TLS_HANDSHAKE_TIMEOUT_S = 30.0
 
 SUPPORTED_AUTH = ("basic", "ntlm")
 SUPPORTED_SCHEMES = ("http", "https")
+
+
+@dataclass(frozen=True)
+class WinrmLimits:
+    """The WinRM service settings a host enforces: Windows Server 2012 R2+ defaults (docs/windows-facts.md)."""
+
+    # MaxEnvelopeSizekb: the largest SOAP envelope a request may carry, after NTLM decryption.
+    max_envelope_kb: int = 500
+    # winrs MaxShellsPerUser.
+    max_shells_per_user: int = 30
+    # MaxConcurrentOperationsPerUser: open shells plus every Command started in them.
+    max_operations_per_user: int = 1500
+    # winrs IdleTimeout (ms / 1000): the longest a shell may stay unused, and the cap on what a Create asks for.
+    idle_timeout_s: float = 7200.0
+
+
+WINDOWS_DEFAULTS = WinrmLimits()
 
 
 class CommandOutcomeLike(Protocol):
@@ -137,12 +170,16 @@ class HostLike(Protocol):
     def port(self) -> int | None: ...
 
     @property
+    def allow_unencrypted(self) -> bool: ...
+
+    @property
     def unreachable(self) -> bool: ...
 
     def fault_fires(self, name: str, action: str | None = None) -> bool:
         """Whether the connection-level fault ``name`` (``http_401``) fires now."""
 
-    def run_command(self, command: str, arguments: list[str]) -> CommandOutcomeLike: ...
+    def run_command(self, command: str, arguments: list[str], read_stdin: Callable[[], bytes]) -> CommandOutcomeLike:
+        """Run one command; ``read_stdin`` blocks until the client closes stdin and returns all of it."""
 
 
 class ConfigError(ValueError):
@@ -150,7 +187,13 @@ class ConfigError(ValueError):
 
 
 class WsmanFault(Exception):
-    """A request that is answered with a WS-Management fault (HTTP 500)."""
+    """A request that is answered with a WS-Management fault (HTTP 500).
+
+    ``detail`` is the fault detail's message when Windows words it apart from
+    the reason; ``wmi_error`` puts the code in an ``MSFT_WmiError`` detail
+    instead of a ``WSManFault`` one, as Windows does for some quota faults
+    (Ansible's winrm connection reads the code from there).
+    """
 
     def __init__(
         self,
@@ -158,12 +201,40 @@ class WsmanFault(Exception):
         code: int = E_FAIL,
         subcode: str = "w:InternalError",
         sender: bool = False,
+        *,
+        detail: str | None = None,
+        wmi_error: bool = False,
     ):
         super().__init__(message)
         self.message = message
         self.code = code
         self.subcode = subcode
         self.sender = sender
+        self.detail = detail or message
+        self.wmi_error = wmi_error
+
+
+def shells_quota_fault(limit: int) -> WsmanFault:
+    """MaxShellsPerUser reached: Windows' QuotaLimit fault, worded as Windows words it."""
+    return WsmanFault(
+        "The WS-Management service cannot process the request. The maximum number of concurrent shells for this user "
+        "has been exceeded. Close existing shells or raise the quota for this user.",
+        code=ERROR_WSMAN_QUOTA_MAX_SHELLS,
+        subcode="w:QuotaLimit",
+        sender=True,
+        detail=f"The WS-Management service cannot process the request. This user is allowed a maximum number of {limit} "
+        "concurrent shells, which has been exceeded. Close existing shells or raise the quota for this user.",
+    )
+
+
+def operations_quota_fault(limit: int) -> WsmanFault:
+    """MaxConcurrentOperationsPerUser reached; the code travels in an MSFT_WmiError, where Ansible looks for it."""
+    return WsmanFault(
+        f"The WS-Management service cannot process the request. This user is allowed a maximum number of {limit} "
+        "concurrent operations, which has been exceeded. Close existing operations for this user, or raise the quota for this user.",
+        code=ERROR_WSMAN_QUOTA_MAX_OPERATIONS,
+        wmi_error=True,
+    )
 
 
 def unsupported(what: str) -> WsmanFault:
@@ -188,6 +259,7 @@ class Request:
     shell_id: str | None
     body: ET.Element
     operation_timeout: str = ""
+    options: Mapping[str, str] = field(default_factory=dict)
 
 
 def _q(ns: str, tag: str) -> str:
@@ -227,7 +299,12 @@ def parse_request(xml: bytes) -> Request:
     for selector in header.iterfind(f"{_q(NS_WSMAN, 'SelectorSet')}/{_q(NS_WSMAN, 'Selector')}"):
         if selector.get("Name") == "ShellId":
             shell_id = (selector.text or "").strip()
+    options = {
+        str(option.get("Name")): (option.text or "").strip()
+        for option in header.iterfind(f"{_q(NS_WSMAN, 'OptionSet')}/{_q(NS_WSMAN, 'Option')}")
+    }
     return Request(
+        options=options,
         action_uri=text(_q(NS_ADDRESSING, "Action")),
         message_id=text(_q(NS_ADDRESSING, "MessageID")),
         resource_uri=text(_q(NS_WSMAN, "ResourceURI")),
@@ -240,12 +317,13 @@ def parse_request(xml: bytes) -> Request:
 _DURATION = re.compile(r"P(?:(\d+)D)?(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?")
 
 
-def parse_duration(value: str) -> float:
+def parse_duration(value: str, what: str = "w:OperationTimeout") -> float:
     """Seconds in an xs:duration as WS-Management sends it (``PT20.000S``, ``PT1M``, ``P0DT20S``)."""
     match = _DURATION.fullmatch(value.strip())
     if match is None or value.strip() in ("P", ""):
         raise WsmanFault(
-            f"w:OperationTimeout {value!r} is not an xs:duration such as PT20.000S",
+            f"{what} {value!r} is not an xs:duration such as PT20.000S",
+            code=ERROR_WSMAN_SCHEMA_VALIDATION_ERROR,
             subcode="w:SchemaValidationError",
             sender=True,
         )
@@ -279,18 +357,38 @@ def envelope(action: str, relates_to: str, body: str) -> bytes:
 
 def fault_envelope(fault: WsmanFault, relates_to: str, machine: str) -> bytes:
     side = "s:Sender" if fault.sender else "s:Receiver"
+    detail = _wmi_error_detail(fault) if fault.wmi_error else _wsman_fault_detail(fault, machine)
     body = (
         "<s:Fault>"
         f"<s:Code><s:Value>{side}</s:Value><s:Subcode><s:Value>{escape(fault.subcode)}</s:Value></s:Subcode></s:Code>"
         f'<s:Reason><s:Text xml:lang="en-US">{escape(fault.message)}</s:Text></s:Reason>'
-        "<s:Detail>"
-        f'<f:WSManFault xmlns:f="{NS_FAULT}" Code="{fault.code}" Machine={quoteattr(machine)}>'
-        f"<f:Message>{escape(fault.message)}</f:Message>"
-        "</f:WSManFault>"
-        "</s:Detail>"
+        f"<s:Detail>{detail}</s:Detail>"
         "</s:Fault>"
     )
     return envelope(FAULT_ACTION, relates_to, body)
+
+
+def _wsman_fault_detail(fault: WsmanFault, machine: str) -> str:
+    return (
+        f'<f:WSManFault xmlns:f="{NS_FAULT}" Code="{fault.code}" Machine={quoteattr(machine)}>'
+        f"<f:Message>{escape(fault.detail)}</f:Message>"
+        "</f:WSManFault>"
+    )
+
+
+def _wmi_error_detail(fault: WsmanFault) -> str:
+    """The CIM error Windows sends for a refused WinRS Command (recorded in pywinrm's tests)."""
+    return (
+        f'<p:MSFT_WmiError xmlns:p="{NS_WMI_ERROR}">'
+        "<p:CIMStatusCode>27</p:CIMStatusCode>"
+        f"<p:Message>{escape(fault.detail)}</p:Message>"
+        f"<p:MessageID>HRESULT 0x{fault.code:08x}</p:MessageID>"
+        "<p:error_Category>30</p:error_Category>"
+        f"<p:error_Code>{fault.code}</p:error_Code>"
+        "<p:error_Type>HRESULT</p:error_Type>"
+        f"<p:error_WindowsErrorMessage>{escape(fault.detail)}</p:error_WindowsErrorMessage>"
+        "</p:MSFT_WmiError>"
+    )
 
 
 def _stream_elements(name: str, command_id: str, data: bytes) -> list[str]:
@@ -321,6 +419,9 @@ class _Command:
     fault: WsmanFault | None = None
     stdin: list[bytes] = field(default_factory=list)
     stdin_closed: bool = False
+    # Set when stdin is closed or the command is signalled or its shell deleted.
+    stdin_done: threading.Event = field(default_factory=threading.Event)
+    abandoned: bool = False
     delivered: bool = False
     out_pos: int = 0
     err_pos: int = 0
@@ -331,7 +432,8 @@ class _Command:
         else:
             self.stdout = bytes(outcome.stdout)
             self.stderr = bytes(outcome.stderr)
-            self.exit_code = int(outcome.exit_code)
+            # WinRS reports the process exit code as a DWORD: -1 arrives as 4294967295.
+            self.exit_code = int(outcome.exit_code) & 0xFFFFFFFF
             self.delay_s = float(outcome.delay_s or 0)
             self.cut = bool(outcome.cut)
         self.done.set()
@@ -340,11 +442,53 @@ class _Command:
         self.fault = fault
         self.done.set()
 
+    def read_stdin(self) -> bytes:
+        """Everything the client sends on stdin, once it closes it; what a process reading stdin sees.
+
+        A process that reads stdin waits until the client closes it, as on
+        Windows; a command signalled or deleted meanwhile never gets it.
+        """
+        self.stdin_done.wait()
+        if self.abandoned:
+            raise StdinAbandoned(self.command_id)
+        return b"".join(self.stdin)
+
+    def abandon(self) -> None:
+        self.abandoned = True
+        self.stdin_done.set()
+
+
+class StdinAbandoned(Exception):
+    """The command was signalled or its shell deleted while it waited for stdin."""
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """An outcome the server itself produces, without the host model."""
+
+    stdout: bytes
+    stderr: bytes
+    exit_code: int
+    delay_s: float = 0.0
+    cut: bool = False
+    wsman_fault: str | None = None
+
+
+# What cmd.exe answers to a line over its limit (KB 830473; pywinrm #184).
+CMD_LINE_TOO_LONG = _Outcome(b"", b"The command line is too long.\r\n", 1)
+
 
 @dataclass
 class _Shell:
     shell_id: str
+    idle_timeout_s: float
+    # Clock reading of the last request on the shell; unused past idle_timeout_s, it is deleted.
+    last_used: float
     commands: dict[str, _Command] = field(default_factory=dict)
+    # Operations held against MaxConcurrentOperationsPerUser: the shell itself and
+    # every Command started in it. WinRS releases a Command's only with its shell
+    # (a Signal does not release it), hence Ansible re-creates the shell on the fault.
+    operations: int = 1
 
 
 @dataclass(frozen=True)
@@ -363,14 +507,18 @@ class HostService:
     TCP connection keeps its shell, as on Windows.
     """
 
-    def __init__(self, host: HostLike):
+    def __init__(self, host: HostLike, limits: WinrmLimits = WINDOWS_DEFAULTS, clock: Callable[[], float] = time.monotonic):
         self.host = host
+        self.limits = limits
+        # Injectable so that a test can let two hours of idle time pass at once.
+        self._clock = clock
         self._lock = threading.Lock()
         self._shells: dict[str, _Shell] = {}
 
     @property
     def open_shells(self) -> int:
         with self._lock:
+            self._reap()
             return len(self._shells)
 
     def handle(self, xml: bytes, log: dict[str, Any]) -> Reply:
@@ -386,20 +534,55 @@ class HostService:
             if action is None:
                 raise unsupported(f"action {request.action_uri or '(none)'}")
             handler: Callable[[Request, dict[str, Any]], Reply] = getattr(self, f"_do_{action.lower()}")
+            with self._lock:
+                self._reap()
+            if action == "Command":
+                return self._counted_command(handler, request, log)
             return handler(request, log)
         except WsmanFault as fault:
             log["fault"] = fault.message
             return Reply(500, fault_envelope(fault, relates_to, self.host.name))
 
+    def _reap(self) -> None:
+        """Delete the shells unused for longer than their IdleTimeOut, as WinRS does on its own. Lock held."""
+        now = self._clock()
+        for shell in [shell for shell in self._shells.values() if now - shell.last_used > shell.idle_timeout_s]:
+            for command in self._shells.pop(shell.shell_id).commands.values():
+                command.abandon()
+
+    def _counted_command(self, handler: Callable[[Request, dict[str, Any]], Reply], request: Request, log: dict[str, Any]) -> Reply:
+        """Run the Command handler if the user has an operation left; the shell holds it from then on."""
+        with self._lock:
+            shell = self._shell(request)
+            self._check_operations()
+            shell.operations += 1
+        try:
+            return handler(request, log)
+        except WsmanFault:
+            # Refused before anything started: nothing is held.
+            with self._lock:
+                shell.operations -= 1
+            raise
+
+    def _check_operations(self) -> None:
+        """Lock held. Every shell of the host is this user's: a host has one account."""
+        limit = self.limits.max_operations_per_user
+        if sum(shell.operations for shell in self._shells.values()) >= limit:
+            raise operations_quota_fault(limit)
+
     def _shell(self, request: Request) -> _Shell:
+        """The request's shell, which the request uses (restarting its idle time). Lock held."""
         shell = self._shells.get(request.shell_id or "")
         if shell is None:
             raise WsmanFault(
-                f"The request for the Windows Remote Shell with ShellId {request.shell_id} failed because the shell was not found on the server.",
+                f"The request for the Windows Remote Shell with ShellId {request.shell_id} failed because the shell was not found "
+                "on the server. Possible causes are: the specified ShellId is incorrect or the shell no longer exists on the "
+                "server. Provide the correct ShellId or create a new shell and retry the operation.",
                 code=ERROR_WSMAN_INVALID_SELECTORS,
                 subcode="w:InvalidSelectors",
                 sender=True,
             )
+        shell.last_used = self._clock()
         return shell
 
     def _command(self, request: Request, command_id: str | None) -> _Command:
@@ -415,9 +598,13 @@ class HostService:
         return command
 
     def _do_create(self, request: Request, log: dict[str, Any]) -> Reply:
+        idle_timeout_s = self._idle_timeout_s(request)
         shell_id = str(uuid.uuid4()).upper()
         with self._lock:
-            self._shells[shell_id] = _Shell(shell_id)
+            if len(self._shells) >= self.limits.max_shells_per_user:
+                raise shells_quota_fault(self.limits.max_shells_per_user)
+            self._check_operations()
+            self._shells[shell_id] = _Shell(shell_id, idle_timeout_s=idle_timeout_s, last_used=self._clock())
         log["shell_id"] = shell_id
         body = (
             "<x:ResourceCreated>"
@@ -432,12 +619,21 @@ class HostService:
             f"<rsp:ResourceUri>{CMD_RESOURCE_URI}</rsp:ResourceUri>"
             f"<rsp:Owner>{escape(self.host.username)}</rsp:Owner>"
             "<rsp:ClientIP>127.0.0.1</rsp:ClientIP>"
-            "<rsp:IdleTimeOut>PT7200.000S</rsp:IdleTimeOut>"
+            f"<rsp:IdleTimeOut>PT{idle_timeout_s:.3f}S</rsp:IdleTimeOut>"
             "<rsp:InputStreams>stdin</rsp:InputStreams>"
             "<rsp:OutputStreams>stdout stderr</rsp:OutputStreams>"
             "</rsp:Shell>"
         )
         return Reply(200, envelope(NS_TRANSFER + "/CreateResponse", request.message_id, body))
+
+    def _idle_timeout_s(self, request: Request) -> float:
+        """The IdleTimeOut the shell gets: what the client asks for, at most the configured one; 0 or none is that one."""
+        asked = request.body.findtext(f"{_q(NS_SHELL, 'Shell')}/{_q(NS_SHELL, 'IdleTimeOut')}")
+        limit = self.limits.idle_timeout_s
+        if asked is None:
+            return limit
+        seconds = parse_duration(asked, "rsp:IdleTimeOut")
+        return min(seconds, limit) if seconds > 0 else limit
 
     def _do_command(self, request: Request, log: dict[str, Any]) -> Reply:
         with self._lock:
@@ -451,12 +647,23 @@ class HostService:
             )
         command = (line.findtext(_q(NS_SHELL, "Command")) or "").strip()
         arguments = [node.text or "" for node in line.iterfind(_q(NS_SHELL, "Arguments"))]
+        command_line = " ".join([command, *arguments])
         log["command"] = command
+        log["command_line_chars"] = len(command_line)
         log["args_sha256"] = hashlib.sha256("\0".join(arguments).encode()).hexdigest()[:12]
+        skip_cmd_shell = request.options.get("WINRS_SKIP_CMD_SHELL", "FALSE").upper() == "TRUE"
+        if skip_cmd_shell and len(command_line) > MAX_CREATEPROCESS_CHARS:
+            raise WsmanFault(FILENAME_TOO_LONG_MESSAGE, code=ERROR_FILENAME_EXCED_RANGE, subcode="w:InternalError")
         command_id = str(uuid.uuid4()).upper()
         entry = _Command(command_id)
         with self._lock:
             self._shell(request).commands[command_id] = entry
+        if not skip_cmd_shell and len(command_line) > MAX_CMD_EXE_CHARS:
+            # cmd.exe refuses the line before anything runs: no process, no stdin read.
+            log["refused"] = "command line too long"
+            entry.finish(CMD_LINE_TOO_LONG)
+            body = f"<rsp:CommandResponse><rsp:CommandId>{command_id}</rsp:CommandId></rsp:CommandResponse>"
+            return Reply(200, envelope(NS_SHELL + "/CommandResponse", request.message_id, body))
         # Like WinRS, Command answers as soon as the command has started; the
         # outcome (an apply may settle for minutes) is collected by Receive.
         # A Signal or Delete only forgets the entry: the model call cannot be
@@ -474,7 +681,9 @@ class HostService:
 
     def _run(self, entry: _Command, command: str, arguments: list[str]) -> None:
         try:
-            outcome = self.host.run_command(command, arguments)
+            outcome = self.host.run_command(command, arguments, entry.read_stdin)
+        except StdinAbandoned:
+            return
         except Exception as exc:
             # A bug in the model: loud on stderr, and a fault the client can
             # show, instead of a connection dropped without a word.
@@ -507,6 +716,8 @@ class HostService:
                 raise WsmanFault("the command's input stream is already closed", sender=True)
             command.stdin.append(data)
             command.stdin_closed = stream.get("End", "false").lower() == "true"
+            if command.stdin_closed:
+                command.stdin_done.set()
         log["command_id"] = command.command_id
         log["stdin_bytes"] = len(data)
         return Reply(
@@ -575,7 +786,7 @@ class HostService:
         command_id = signal.get("CommandId") if signal is not None else None
         with self._lock:
             self._command(request, command_id)
-            del self._shell(request).commands[command_id or ""]
+            self._shell(request).commands.pop(command_id or "").abandon()
         log["command_id"] = command_id
         return Reply(
             200,
@@ -589,7 +800,8 @@ class HostService:
     def _do_delete(self, request: Request, log: dict[str, Any]) -> Reply:
         with self._lock:
             self._shell(request)
-            del self._shells[request.shell_id or ""]
+            for command in self._shells.pop(request.shell_id or "").commands.values():
+                command.abandon()
         return Reply(200, envelope(NS_TRANSFER + "/DeleteResponse", request.message_id, ""))
 
 
@@ -640,22 +852,47 @@ def split_account(username: str) -> tuple[str, str]:
     return "", username
 
 
+def computer_name(host: HostLike) -> str:
+    """The simulated computer's name, as the host model reports it: the host name upper-cased."""
+    return host.name.upper()
+
+
+def account_names(host: HostLike) -> list[tuple[str, str]]:
+    """Every (domain, user) Windows takes for the host's account.
+
+    A local account (no domain, ``.``, or the computer's own name) is also
+    ``COMPUTER\\user`` and ``.\\user``; an account of another domain only ever
+    comes with that domain.
+    """
+    domain, user = split_account(host.username)
+    computer = computer_name(host)
+    if domain.upper() in ("", ".", computer):
+        return [("", user), (".", user), (computer, user)]
+    return [(domain, user)]
+
+
+def is_account(host: HostLike, given: str) -> bool:
+    domain, user = split_account(given)
+    return (domain.upper(), user.upper()) in {(d.upper(), u.upper()) for d, u in account_names(host)}
+
+
 class NtlmUsers:
     """NTLM acceptor credentials.
 
     pyspnego's acceptor reads the user file named by ``NTLM_USER_FILE`` when it
     is created and again when it checks the AUTHENTICATE message, and picks
-    the first line matching the user name. Hosts may share a user name with
-    different passwords, so each distinct account gets its own file and the
-    variable is pointed at it, under a lock, for the few microseconds the
-    acceptor works.
+    the first line matching the domain and user (case-insensitively). Hosts may
+    share a user name with different passwords, and a local account's domain
+    is the computer's own name, so each host gets its own file, one line per
+    name of its account, and the variable is pointed at it, under a lock, for
+    the few microseconds the acceptor works.
     """
 
     env_lock = threading.Lock()
 
     def __init__(self, directory: Path):
         self._directory = directory
-        self._files: dict[tuple[str, str], Path] = {}
+        self._numbers = itertools.count()
 
     @staticmethod
     def check(host: HostLike) -> None:
@@ -666,38 +903,86 @@ class NtlmUsers:
             raise ConfigError(f"host {host.name}: NTLM needs a user name")
 
     def file_for(self, host: HostLike) -> Path:
-        key = (host.username.lower(), host.password)
-        path = self._files.get(key)
-        if path is None:
-            domain, user = split_account(host.username)
-            path = self._directory / f"ntlm-users-{len(self._files)}"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(f"{domain}:{user}:{host.password}\n")
-            self._files[key] = path
+        path = self._directory / f"ntlm-users-{next(self._numbers)}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.writelines(f"{domain}:{user}:{host.password}\n" for domain, user in account_names(host))
         return path
 
     def acceptor(self, host: HostLike, bindings: GssChannelBindings | None) -> NtlmAcceptor:
-        return NtlmAcceptor(self.file_for(host), bindings)
+        return NtlmAcceptor(self.file_for(host), bindings, computer_name(host))
+
+
+class ComputerNtlm(NTLMProxy):
+    """pyspnego's NTLM acceptor, with a CHALLENGE that names the simulated computer.
+
+    pyspnego names the machine it runs on (``socket.gethostname()``, NetBIOS
+    domain ``WORKSTATION``) and has no setting for it, so the CHALLENGE it
+    built is rebuilt with the computer's name as target name, NetBIOS computer
+    and NetBIOS domain (a workgroup host is its own domain). The acceptor keeps
+    the rebuilt one, so the client's MIC over it still verifies.
+    """
+
+    def __init__(self, computer: str) -> None:
+        super().__init__(usage="accept", protocol="ntlm")
+        self.computer = computer
+
+    def _step_accept_negotiate(self, token: bytes) -> bytes:
+        super()._step_accept_negotiate(token)
+        built = self._temp_challenge
+        if built is None or built.target_info is None:
+            raise RuntimeError("pyspnego built no CHALLENGE with target info")
+        info = TargetInfo()
+        info[AvId.nb_computer_name] = self.computer
+        info[AvId.nb_domain_name] = self.computer
+        info[AvId.dns_computer_name] = self.computer.lower()
+        info[AvId.timestamp] = built.target_info[AvId.timestamp]
+        challenge = Challenge(built.flags, built.server_challenge, target_name=self.computer, target_info=info, version=built.version)
+        self._temp_challenge = challenge
+        return challenge.pack()
+
+
+def sends_channel_bindings(token: bytes) -> bool:
+    """Whether a token is an NTLMv2 AUTHENTICATE carrying a channel binding AV pair."""
+    if token[8:12] != struct.pack("<I", MessageType.authenticate):
+        return False
+    response = Authenticate.unpack(token).nt_challenge_response or b""
+    # An NTLMv1 response is 24 bytes and has no AV pairs.
+    return len(response) > 24 and AvId.channel_bindings in NTClientChallengeV2.unpack(response[16:]).av_pairs
 
 
 @dataclass(frozen=True)
 class NtlmAcceptor:
-    """How one listener accepts NTLM: its user file and, over HTTPS, the channel bindings."""
+    """How one listener accepts NTLM: its user file, its computer name and, over HTTPS, the channel bindings."""
 
     user_file: Path
     bindings: GssChannelBindings | None
+    computer: str
 
     def step(self, context: spnego.ContextProxy | None, token: bytes) -> tuple[spnego.ContextProxy, bytes | None]:
-        """Create the acceptor if needed and feed it one token."""
+        """Create the acceptor if needed and feed it one token.
+
+        CbtHardeningLevel Relaxed: a client that sends channel bindings must
+        send the right ones; one that sends none is let in.
+        """
+        bindings = self.bindings if self.bindings is not None and sends_channel_bindings(token) else None
         with NtlmUsers.env_lock:
             os.environ["NTLM_USER_FILE"] = str(self.user_file)
             if context is None:
-                context = spnego.server(protocol="ntlm", channel_bindings=self.bindings)
-            return context, context.step(token)
+                context = ComputerNtlm(self.computer)
+            return context, context.step(token, channel_bindings=bindings)
 
 
 # --------------------------------------------------------------------------- HTTP
+
+BASIC_CHALLENGE = 'Basic realm="WSMAN"'
+NTLM_OFFER = ("Negotiate", "NTLM")
+UNENCRYPTED_REFUSAL = "unencrypted over HTTP (AllowUnencrypted is false)"
+
+
+def allows_unencrypted(host: HostLike) -> bool:
+    """The host's AllowUnencrypted (Windows' default is false)."""
+    return bool(host.allow_unencrypted)
 
 
 class RequestLog:
@@ -768,9 +1053,15 @@ class _Handler(BaseHTTPRequestHandler):
 
         host = self.server.service.host
         ntlm = self.server.ntlm
+        # AllowUnencrypted false: over plain HTTP only an NTLM-sealed body gets through.
+        sealed_only = self.server.tls_context is None and not allows_unencrypted(host)
         if ntlm is None:
+            if sealed_only:
+                # Basic cannot seal: Windows refuses it over HTTP even with the right password.
+                log["refused"] = UNENCRYPTED_REFUSAL
+                return self._unauthorized([BASIC_CHALLENGE])
             if not self._basic_ok(host):
-                return self._unauthorized(['Basic realm="WSMAN"'])
+                return self._unauthorized([BASIC_CHALLENGE])
         else:
             challenge = self._ntlm_auth(host, ntlm)
             if challenge is not None:
@@ -790,6 +1081,15 @@ class _Handler(BaseHTTPRequestHandler):
         if not body:
             # pywinrm authenticates with an empty POST before it encrypts.
             return self._send(200, b"", SOAP_CONTENT_TYPE)
+        if sealed_only and not encrypted:
+            log["refused"] = UNENCRYPTED_REFUSAL
+            return self._unauthorized(list(NTLM_OFFER))
+        if len(body) > self.server.service.limits.max_envelope_kb * 1024:
+            # Windows answers an envelope over MaxEnvelopeSizekb with a bare
+            # 413, no SOAP fault (its own client reports it as
+            # ERROR_WSMAN_HTTP_REQUEST_TOO_LARGE_STATUS).
+            log["refused"] = "envelope larger than MaxEnvelopeSizekb"
+            return self._empty(413, [])
         reply = self.server.service.handle(body, log)
         payload, content_type = reply.body, SOAP_CONTENT_TYPE
         if encrypted and session is not None:
@@ -814,14 +1114,14 @@ class _Handler(BaseHTTPRequestHandler):
             user, sep, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return False
-        good = bool(sep) and user.lower() == host.username.lower() and hmac.compare_digest(password.encode(), host.password.encode())
+        good = bool(sep) and is_account(host, user) and hmac.compare_digest(password.encode(), host.password.encode())
         # Only good credentials consume a firing of the fault, as with NTLM.
         return good and not host.fault_fires("http_401")
 
     def _ntlm_auth(self, host: HostLike, ntlm: NtlmAcceptor) -> list[str] | None:
         """None when the connection is authenticated, else the WWW-Authenticate values to send."""
         scheme, dummy, value = self.headers.get("Authorization", "").partition(" ")
-        offer = ["Negotiate", "NTLM"]
+        offer = list(NTLM_OFFER)
         if scheme.lower() not in ("ntlm", "negotiate"):
             return None if self._session is not None else offer
         self._session = None
@@ -840,12 +1140,15 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
     def _unauthorized(self, challenges: list[str]) -> int:
-        self.send_response(401)
+        return self._empty(401, challenges)
+
+    def _empty(self, status: int, challenges: list[str]) -> int:
+        self.send_response(status)
         for challenge in challenges:
             self.send_header("WWW-Authenticate", challenge)
         self.send_header("Content-Length", "0")
         self.end_headers()
-        return 401
+        return status
 
     def _simple(self, status: int, text: str) -> int:
         return self._send(status, text.encode(), "text/plain; charset=utf-8")
@@ -958,9 +1261,14 @@ class Simulator:
         hosts: Iterable[HostLike],
         workdir: Path,
         request_log: IO[str] | None = None,
+        *,
+        limits: WinrmLimits = WINDOWS_DEFAULTS,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self._hosts = validate_hosts(hosts)
         self._workdir = workdir
+        self._limits = limits
+        self._clock = clock
         self._request_log = RequestLog(request_log) if request_log is not None else None
         self._servers: list[HostHTTPServer] = []
         self._refusing: list[socket.socket] = []
@@ -994,7 +1302,7 @@ class Simulator:
                 port = self._refuse(host.port or 0)
             else:
                 https = host.scheme == "https"
-                service = HostService(host)
+                service = HostService(host, self._limits, self._clock)
                 server = HostHTTPServer(
                     service,
                     host.port or 0,

@@ -1,22 +1,17 @@
 """The WS-Management server, driven by the real client: pywinrm's ``Protocol``.
 
-``ScriptedHost`` stands in for ``model.Host`` (the fleet model has its own
-tests); everything between pywinrm and ``run_command`` is the real server:
-real sockets, HTTP, TLS, Basic and NTLM with message encryption.
+``ScriptedHost`` (conftest) stands in for ``model.Host``; everything between
+pywinrm and ``run_command`` is the real server: real sockets, HTTP, TLS,
+Basic and NTLM with message encryption.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import json
 import socket
 import threading
-import time
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,121 +19,10 @@ import pytest
 import requests
 import xmltodict
 from winrm.exceptions import InvalidCredentialsError, WinRMOperationTimeoutError, WinRMTransportError, WSManFaultError
-from winrm.protocol import Protocol
 
 from tests.simulator import tls
+from tests.simulator.conftest import Outcome, ScriptedHost, log_entries, receive_request, run
 from tests.simulator.server import CMD_RESOURCE_URI, ConfigError, Simulator, WsmanFault, parse_duration
-
-
-@dataclass
-class Outcome:
-    stdout: bytes
-    stderr: bytes = b""
-    exit_code: int = 0
-    delay_s: float = 0
-    cut: bool = False
-    wsman_fault: str | None = None
-
-
-@dataclass
-class ScriptedHost:
-    """Answers every command with ``outcome`` and records what it was asked."""
-
-    name: str
-    auth: str = "basic"
-    scheme: str = "http"
-    username: str = "Administrator"
-    password: str = field(default_factory=lambda: "Pw-" + uuid.uuid4().hex)
-    port: int | None = None
-    unreachable: bool = False
-    faults: dict[str, Any] = field(default_factory=dict)
-    outcome: Outcome | None = None
-    broken: bool = False
-    sleep_s: float = 0
-    gate: threading.Event | None = None
-    calls: list[tuple[str, list[str]]] = field(default_factory=list)
-
-    def fault_fires(self, name: str, action: str | None = None) -> bool:
-        left = self.faults.get(name, 0)
-        if left:
-            self.faults[name] = left - 1
-        return bool(left)
-
-    def run_command(self, command: str, arguments: list[str]) -> Outcome:
-        self.calls.append((command, arguments))
-        # A slow model call, such as an apply waiting for its instances to settle.
-        time.sleep(self.sleep_s)
-        if self.gate is not None:
-            self.gate.wait()
-        if self.broken:
-            raise KeyError("no such instance")
-        return self.outcome or Outcome(f"{command}|{' '.join(arguments)}".encode(), b"warning", 0)
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    path = tmp_path / "work"
-    path.mkdir(mode=0o700)
-    return path
-
-
-@pytest.fixture
-def request_log() -> io.StringIO:
-    return io.StringIO()
-
-
-@dataclass
-class Running:
-    simulator: Simulator
-    hosts: dict[str, ScriptedHost]
-
-    def protocol(self, name: str, **overrides: Any) -> Protocol:
-        host = self.hosts[name]
-        endpoint = self.simulator.endpoints[name]
-        kwargs: dict[str, Any] = {
-            "transport": host.auth,
-            "username": host.username,
-            "password": host.password,
-            "server_cert_validation": "validate",
-            "ca_trust_path": str(self.simulator.ca_path) if self.simulator.ca_path else None,
-            "read_timeout_sec": 10,
-            "operation_timeout_sec": 5,
-        }
-        kwargs.update(overrides)
-        return Protocol(f"{endpoint.scheme}://127.0.0.1:{endpoint.port}/wsman", **kwargs)
-
-
-@pytest.fixture
-def fleet(workdir: Path, request_log: io.StringIO) -> Iterator[Any]:
-    """Factory: start a simulator over the given hosts; stopped at teardown."""
-    started: list[Simulator] = []
-
-    def start(*hosts: ScriptedHost) -> Running:
-        simulator = Simulator(hosts, workdir, request_log)
-        simulator.start()
-        started.append(simulator)
-        return Running(simulator, {h.name: h for h in hosts})
-
-    yield start
-    for simulator in started:
-        simulator.stop()
-
-
-def run(
-    protocol: Protocol,
-    command: str = "PowerShell",
-    arguments: tuple[str, ...] = ("-NoProfile", "-EncodedCommand", "QQA="),
-) -> tuple[bytes, bytes, int]:
-    shell_id = protocol.open_shell()
-    command_id = protocol.run_command(shell_id, command, arguments)
-    result = protocol.get_command_output(shell_id, command_id)
-    protocol.cleanup_command(shell_id, command_id)
-    protocol.close_shell(shell_id)
-    return result
-
-
-def log_entries(stream: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
 @pytest.mark.parametrize(
@@ -146,7 +30,8 @@ def log_entries(stream: io.StringIO) -> list[dict[str, Any]]:
     [("basic", "http"), ("ntlm", "http"), ("basic", "https"), ("ntlm", "https")],
 )
 def test_round_trip(fleet: Any, auth: str, scheme: str) -> None:
-    running = fleet(ScriptedHost("relay01", auth=auth, scheme=scheme))
+    # Basic over HTTP needs the host to allow unencrypted messages.
+    running = fleet(ScriptedHost("relay01", auth=auth, scheme=scheme, allow_unencrypted=auth == "basic"))
     stdout, stderr, rc = run(running.protocol("relay01"))
     assert (stdout, stderr, rc) == (
         b"PowerShell|-NoProfile -EncodedCommand QQA=",
@@ -193,14 +78,14 @@ def test_untrusted_certificate_is_refused(fleet: Any, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("auth", ["basic", "ntlm"])
 def test_wrong_password_is_401(fleet: Any, auth: str) -> None:
-    running = fleet(ScriptedHost("relay01", auth=auth))
+    running = fleet(ScriptedHost("relay01", auth=auth, allow_unencrypted=True))
     with pytest.raises(InvalidCredentialsError):
         run(running.protocol("relay01", password="not-the-password"))
     assert running.hosts["relay01"].calls == []
 
 
 def test_basic_challenge_names_the_realm(fleet: Any) -> None:
-    running = fleet(ScriptedHost("relay01"))
+    running = fleet(ScriptedHost("relay01", auth="basic", allow_unencrypted=True))
     endpoint = running.simulator.endpoints["relay01"]
     response = requests.post(f"http://127.0.0.1:{endpoint.port}/wsman", data=b"<x/>", timeout=5)
     assert response.status_code == 401
@@ -209,7 +94,7 @@ def test_basic_challenge_names_the_realm(fleet: Any) -> None:
 
 @pytest.mark.parametrize("auth", ["basic", "ntlm"])
 def test_http_401_fault_rejects_good_credentials(fleet: Any, auth: str) -> None:
-    running = fleet(ScriptedHost("relay01", auth=auth, faults={"http_401": 1}))
+    running = fleet(ScriptedHost("relay01", auth=auth, allow_unencrypted=True, faults={"http_401": 1}))
     with pytest.raises(InvalidCredentialsError):
         run(running.protocol("relay01"))
     # The fault fired once, as configured; the same credentials now pass.
@@ -273,13 +158,14 @@ def test_fault_outcome_over_encrypted_ntlm(fleet: Any) -> None:
 
 @pytest.mark.parametrize("auth", ["basic", "ntlm"])
 def test_cut_response_is_a_connection_error(fleet: Any, auth: str) -> None:
-    running = fleet(ScriptedHost("relay01", auth=auth, outcome=Outcome(b"x" * 1000, cut=True)))
+    running = fleet(ScriptedHost("relay01", auth=auth, allow_unencrypted=True, outcome=Outcome(b"x" * 1000, cut=True)))
     with pytest.raises((requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError)):
         run(running.protocol("relay01"))
 
 
 def test_cut_hits_the_first_receive_only(fleet: Any) -> None:
-    running = fleet(ScriptedHost("relay01", outcome=Outcome(b"lost", exit_code=4, cut=True)))
+    # Basic: a cut closes the connection, and an NTLM session would go with it.
+    running = fleet(ScriptedHost("relay01", auth="basic", allow_unencrypted=True, outcome=Outcome(b"lost", exit_code=4, cut=True)))
     protocol = running.protocol("relay01")
     shell_id = protocol.open_shell()
     command_id = protocol.run_command(shell_id, "PowerShell", ["-x"])
@@ -336,7 +222,7 @@ def test_deleted_shell_is_gone(fleet: Any) -> None:
 
 
 def test_request_log_has_no_secrets(fleet: Any, request_log: io.StringIO) -> None:
-    hosts = [ScriptedHost("relay01"), ScriptedHost("relay02", auth="ntlm")]
+    hosts = [ScriptedHost("relay01", auth="basic", allow_unencrypted=True), ScriptedHost("relay02")]
     running = fleet(*hosts)
     for host in hosts:
         run(running.protocol(host.name))
@@ -378,7 +264,7 @@ def test_ntlm_user_files_are_private(fleet: Any, workdir: Path) -> None:
 
 
 def test_concurrent_clients_on_many_hosts(fleet: Any) -> None:
-    hosts = [ScriptedHost(f"relay{i:02d}", auth="ntlm" if i % 2 else "basic") for i in range(30)]
+    hosts = [ScriptedHost(f"relay{i:02d}", auth="ntlm" if i % 2 else "basic", allow_unencrypted=True) for i in range(30)]
     running = fleet(*hosts)
     with ThreadPoolExecutor(max_workers=20) as pool:
         results = list(pool.map(lambda h: run(running.protocol(h.name)), hosts * 2))
@@ -432,20 +318,6 @@ def test_receive_of_a_running_command_is_the_timed_out_fault_pywinrm_retries_on(
     gate.set()
     assert protocol.get_command_output(shell_id, command_id) == (b"PowerShell|-x", b"warning", 0)
     protocol.close_shell(shell_id)
-
-
-def receive_request(protocol: Protocol, shell_id: str, command_id: str) -> dict[str, Any]:
-    """A raw Receive envelope, for tests that must see the reply before pywinrm interprets it."""
-    request: dict[str, Any] = {
-        "env:Envelope": protocol.build_wsman_header(
-            action="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Receive",
-            resource_uri=CMD_RESOURCE_URI,
-            shell_id=shell_id,
-        )
-    }
-    request["env:Envelope"]["env:Body"] = {
-        "rsp:Receive": {"rsp:DesiredStream": {"@CommandId": command_id, "#text": "stdout stderr"}}}
-    return request
 
 
 def test_timed_out_fault_has_the_windows_shape(fleet: Any) -> None:

@@ -31,7 +31,7 @@ group: relays
 defaults: {os: "Windows Server 2019", transition_s: 0.05}
 hosts:
   relay01:
-    password: "Basic-Pa55"
+    password: "Relay01-Pa55"
     instances:
       - {id: 1, comment: "Default SMTP Virtual Server", state: started}
       - {id: 2, comment: "App relay", state: stopped}
@@ -117,8 +117,9 @@ def test_cli_serves_the_scenario_and_dumps_state(simulator: tuple[subprocess.Pop
     assert list(hosts) == ["relay01", "relay02", "relay03"]
     relay01, relay02 = hosts["relay01"], hosts["relay02"]
     assert relay01["ansible_connection"] == "winrm" and relay01["ansible_shell_type"] == "powershell"
-    assert (relay01["ansible_winrm_transport"], relay01["ansible_winrm_scheme"]) == ("basic", "http")
-    assert relay01["ansible_password"] == "Basic-Pa55"
+    # The scenario default: NTLM, sealed over plain HTTP.
+    assert (relay01["ansible_winrm_transport"], relay01["ansible_winrm_scheme"]) == ("ntlm", "http")
+    assert relay01["ansible_password"] == "Relay01-Pa55"
     assert (relay02["ansible_winrm_transport"], relay02["ansible_winrm_scheme"]) == ("ntlm", "https")
     assert Path(relay02["ansible_winrm_ca_trust_path"]).is_file()
 
@@ -158,7 +159,7 @@ def test_cli_serves_the_scenario_and_dumps_state(simulator: tuple[subprocess.Pop
     assert state["relay01"]["operations"] == []
 
     log_text = (directory / "requests.jsonl").read_text()
-    assert "Basic-Pa55" not in log_text and relay02["ansible_password"] not in log_text
+    assert "Relay01-Pa55" not in log_text and relay02["ansible_password"] not in log_text
     entries = [json.loads(line) for line in log_text.splitlines()]
     commands = [e for e in entries if e.get("action") == "Command"]
     assert [e["command"] for e in commands if e["host"] == "relay01"] == ["PowerShell", "PowerShell", "ipconfig", "PowerShell"]
