@@ -17,15 +17,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._findings import availability_findings, host_findings, is_compliant
-from ._model import Host, Instance, WinError, parse_error, parse_observation
+from ._model import (
+    SERVICE_PENDING_NAMES,
+    SERVICE_TRANSITIONAL,
+    Host,
+    Instance,
+    Service,
+    WinError,
+    parse_error,
+    parse_observation,
+)
 from ._planner import Desired, Plan, plan
 from ._protocol import (
     AGENT_OUTPUT_INVALID,
+    IISADMIN_DISABLED,
+    IISADMIN_NOT_RUNNING,
     TRANSIENT_REASONS,
     UNREACHABLE_REASONS,
+    WRONG_STATE_ERROR,
     AgentError,
     apply_request,
     observe_request,
+    start_iisadmin_step,
 )
 
 Call = Callable[[dict[str, Any]], dict[str, Any]]
@@ -47,6 +60,11 @@ POLL_MS = 500
 MAX_STEPS_PER_APPLY = 16
 _STARTING_COMMANDS = ("start", "continue")
 SERVICE_DISABLED_HRESULT = "0x80070422"
+# What the SCM answers a control sent to a service in another state than the
+# one it was planned for: 1056 already running (Start on anything but a
+# stopped service), 1061 cannot accept control now (pending), 1062 not active.
+WRONG_STATE_HRESULTS = frozenset({"0x80070420", "0x80070425", "0x80070426"})
+_IISADMIN_WATCH: dict[str, list[Any]] = {"services": ["IISADMIN"], "instances": []}
 
 
 class SelectionError(ValueError):
@@ -81,6 +99,9 @@ class _Progress:
     # Instances whose command failed because they moved under us (a reboot,
     # another administrator); they get one more plan before being given up.
     excused: set[int] = field(default_factory=set)
+    # Service steps Windows (or the agent) found already done or under way
+    # (another controller, a reboot, an administrator): re-planned once.
+    excused_services: set[tuple[str, str]] = field(default_factory=set)
 
 
 # ---------------------------------------------------------------- selection
@@ -149,7 +170,7 @@ def _checked_response(response: dict[str, Any]) -> tuple[dict[str, Any], Host]:
     return response, parse_observation(response["observation"])
 
 
-def _wait_call(call: Call, clock: Clock, deadline: float, request_for: Callable[[float], dict[str, Any]],
+def _wait_call(call: Call, clock: Clock, deadline: float, poll_ms: int, watch: dict[str, Any],
                reset: Reset | None) -> tuple[dict[str, Any], Host]:
     """A call that only waits and looks, retried once after a lost connection.
 
@@ -160,7 +181,7 @@ def _wait_call(call: Call, clock: Clock, deadline: float, request_for: Callable[
     the first attempt may have reached the host.
     """
     try:
-        return _checked_call(call, request_for(deadline - clock()))
+        return _checked_call(call, apply_request((), deadline - clock(), poll_ms, watch))
     except _Failure as exc:
         if exc.reason not in TRANSIENT_REASONS:
             raise
@@ -169,7 +190,7 @@ def _wait_call(call: Call, clock: Clock, deadline: float, request_for: Callable[
             reset()
         except AgentError as exc:
             raise _Failure(exc.code, exc.message) from None
-    return _checked_call(call, request_for(max(0.0, deadline - clock())))
+    return _checked_call(call, apply_request((), max(0.0, deadline - clock()), poll_ms, watch))
 
 
 def _check_readable(host: Host) -> None:
@@ -179,8 +200,9 @@ def _check_readable(host: Host) -> None:
 
 
 def _check_available(host: Host) -> None:
+    """Fail when nothing can be managed; a stopped IISADMIN is not that: enforce starts it."""
     _check_readable(host)
-    blocking = availability_findings(host)
+    blocking = [f for f in availability_findings(host) if f["rule"] != IISADMIN_NOT_RUNNING]
     if blocking:
         raise _Failure(blocking[0]["rule"], blocking[0]["message"])
 
@@ -212,7 +234,9 @@ def _compliant(after: Host, desired: Desired) -> bool:
         return False
     for inst_id, want in desired.targets:
         inst = after.instance(inst_id)
-        if inst is None or inst.state != want:
+        if inst is None:
+            return False
+        if inst.state != want and not (want == "stopped" and after.down(inst)):
             return False
         # A paused service shows every instance as paused, which is what a
         # paused target asks for; the planner sends nothing then either.
@@ -296,18 +320,44 @@ def _moved(inst_id: int, planned_from: Host, now: Host) -> bool:
     return then is not None and after is not None and then.state != after.state
 
 
-def _record(progress: _Progress, response: dict[str, Any], planned_from: Host,
-            now: Host) -> tuple[str, WinError | None] | None:
-    """Add the step outcomes to progress; return the first failed service step, if any.
+def _step_error(step: dict[str, Any]) -> WinError | None:
+    """The error that says most about a failed step.
+
+    The step's own error is its last attempt's; when that is only the
+    agent's word that nothing moved (a ServerCommand without effect after an
+    ADSI method that failed), the Windows error of an earlier attempt is the
+    one worth quoting.
+    """
+    last = parse_error(step.get("error"))
+    if step.get("ok") or last is None or last.hresult:
+        return last
+    for attempt in step.get("attempts") or []:
+        err = parse_error(attempt.get("error"))
+        if err is not None and err.hresult:
+            return err
+    return last
+
+
+def _wrong_state(err: WinError | None) -> bool:
+    """A service control refused because the service was no longer where the plan found it."""
+    return err is not None and (err.type == WRONG_STATE_ERROR or (err.hresult or "").lower() in WRONG_STATE_HRESULTS)
+
+
+def _record(progress: _Progress, response: dict[str, Any], planned_from: Host, now: Host,
+            sent: tuple[dict[str, Any], ...]) -> tuple[str, str, WinError | None] | None:
+    """Add the step outcomes to progress; return the first failed service step (op, service, error), if any.
 
     A failed instance command counts as a failure of the instance unless the
     instance was found in another state than the one the command was planned
     for: then the command was wrong, not the instance, and it is planned again once.
+    A service control that found its service already started, starting or
+    otherwise not where the plan saw it (another controller, a reboot, an
+    administrator) is the same: the loop looks again and re-plans, once.
     """
     service_failure = None
-    for step in response.get("steps") or []:
+    for index, step in enumerate(response.get("steps") or []):
         op = {"op": step.get("op"), "ok": bool(step.get("ok"))}
-        err = parse_error(step.get("error"))
+        err = _step_error(step)
         if step.get("op") == "instance":
             inst_id = int(step.get("id"))
             op.update(id=inst_id, command=step.get("command"))
@@ -318,9 +368,13 @@ def _record(progress: _Progress, response: dict[str, Any], planned_from: Host,
                 else:
                     progress.failed[inst_id] = (str(step.get("command")), err)
         else:
-            op["service"] = "SMTPSVC"
-            if not op["ok"] and service_failure is None:
-                service_failure = (str(step.get("op")), err)
+            name = str(sent[index].get("service") if index < len(sent) else "SMTPSVC")
+            op["service"] = name
+            key = (str(step.get("op")), name)
+            if not op["ok"] and _wrong_state(err) and key not in progress.excused_services:
+                progress.excused_services.add(key)
+            elif not op["ok"] and service_failure is None:
+                service_failure = (key[0], name, err)
         if err is not None and not op["ok"]:
             op["error"] = err.describe()
         progress.operations.append(op)
@@ -356,17 +410,34 @@ def _instance_failure(progress: _Progress, host: Host, desired: Desired, timeout
     return _Failure(reasons[0], "; ".join(parts))
 
 
-def _service_failure(op: str, err: WinError | None) -> _Failure:
+def _service_failure(op: str, service: str, err: WinError | None) -> _Failure:
     detail = err.describe() if err else "no error reported"
     if err is not None and (err.hresult or "").lower() == SERVICE_DISABLED_HRESULT:
+        if service == "IISADMIN":
+            return _Failure(IISADMIN_DISABLED, "the IISADMIN service could not be started because it is disabled "
+                            "(%s); SMTPSVC depends on it: set its start mode to manual or auto" % detail)
         return _Failure("service_disabled", "the SMTPSVC service could not be started because it is "
                         "disabled (%s); set service_start_mode" % detail)
     if err is not None and err.access_denied:
-        return _Failure("access_denied", "the SMTPSVC service step %s was denied (%s)" % (op, detail))
-    return _Failure("service_start_failed", "the SMTPSVC service step %s failed: %s" % (op, detail))
+        return _Failure("access_denied", "the %s service step %s was denied (%s)" % (service, op, detail))
+    return _Failure("service_start_failed", "the %s service step %s failed: %s" % (service, op, detail))
+
+
+def _still(service: Service, timeout: int) -> str:
+    """A service that did not get where it was going, a pending one named with Windows' word for its state."""
+    raw = SERVICE_PENDING_NAMES.get(service.state or "")
+    state = "%s (%s)" % (service.state, raw) if raw else str(service.state)
+    return "the %s service is still %s after %d s" % (service.name, state, timeout)
 
 
 def _timeout_failure(host: Host, desired: Desired, timeout: int, rounds: int, max_rounds: int) -> _Failure:
+    if host.smtp.state in SERVICE_TRANSITIONAL:
+        # No ServerState can be read while the service starts or stops: the
+        # service, not its instances, is what did not settle.
+        late = [_still(host.smtp, timeout) + ": no SMTP virtual server can be controlled until it settles"]
+        if rounds >= max_rounds:
+            late.append("gave up after %d rounds" % rounds)
+        return _Failure("timeout", "; ".join(late))
     late = []
     for inst_id, want in desired.targets:
         inst = host.instance(inst_id)
@@ -382,15 +453,66 @@ def _timeout_failure(host: Host, desired: Desired, timeout: int, rounds: int, ma
     return _Failure("timeout", "; ".join(late))
 
 
+def _unread_result(args: EnforceArgs, host: Host) -> dict[str, Any]:
+    """Check mode on a host whose virtual servers were not read: a run starts IISADMIN first; what follows is unknown."""
+    result: dict[str, Any] = {
+        "changed": host.iisadmin.state == "stopped", "state": args.state, "service": _service_block(host, host),
+        "virtual_servers": [], "operations": [], "compliant": False, "findings": host_findings(host),
+        "diff": _diff(host, host, []),
+    }
+    if args.fail_on_drift:
+        return _fail(result, "drift", "the SMTP virtual servers of %s could not be read: %s"
+                     % (host.computer_name or "the host", result["findings"][0]["message"]))
+    return result
+
+
+def _readable(call: Call, clock: Clock, deadline: float, args: EnforceArgs, host: Host, progress: _Progress,
+              reset: Reset | None) -> Host:
+    """Start IISADMIN, or wait out its pending state, until the virtual servers can be read.
+
+    The agent starts nothing to look (binding the metabase would start
+    IISADMIN), so a stopped IISADMIN leaves them unread. SMTPSVC cannot run
+    without it anyway, and IISADMIN alone brings up no virtual server.
+    """
+    rounds = 0
+    while host.iisadmin_not_running:
+        iisadmin = host.iisadmin
+        remaining = deadline - clock()
+        if remaining <= 0 or rounds >= MAX_ROUNDS:
+            raise _Failure("timeout", _still(iisadmin, args.timeout) + ": the SMTP virtual servers cannot be read "
+                           "until it runs")
+        if iisadmin.state == "stopped":
+            step = start_iisadmin_step()
+            planned_from = host
+            response, host = _checked_call(call, apply_request((step,), remaining, args.poll_ms, _IISADMIN_WATCH))
+            failed = _record(progress, response, planned_from, host, (step,))
+            if failed is not None:
+                raise _service_failure(*failed)
+        elif iisadmin.state in SERVICE_TRANSITIONAL:
+            response, host = _wait_call(call, clock, deadline, args.poll_ms, _IISADMIN_WATCH, reset)
+        else:
+            raise _Failure(IISADMIN_NOT_RUNNING, availability_findings(host)[0]["message"])
+        rounds += 1
+        _check_available(host)
+    return host
+
+
 def enforce(call: Call, clock: Clock, args: EnforceArgs, check_mode: bool = False,
             reset: Reset | None = None) -> dict[str, Any]:
     """Result of virtual_server: converge the host, or in check mode predict exactly what would change."""
     deadline = clock() + args.timeout
+    progress = _Progress()
     try:
         before = _checked_call(call, observe_request())[1]
         _check_available(before)
+        if before.iisadmin_not_running and check_mode:
+            return _unread_result(args, before)
+        before = _readable(call, clock, deadline, args, before, progress, reset)
     except _Failure as exc:
-        return _fail({"changed": False, "state": args.state}, exc.reason, exc.msg)
+        early: dict[str, Any] = {"changed": any(op.get("ok") for op in progress.operations), "state": args.state}
+        if progress.operations:
+            early["operations"] = progress.operations
+        return _fail(early, exc.reason, exc.msg)
     try:
         desired = desired_for(before, args)
     except SelectionError as exc:
@@ -411,7 +533,6 @@ def enforce(call: Call, clock: Clock, args: EnforceArgs, check_mode: bool = Fals
         return _fail(_enforce_result(args, desired, before, before, {}, []), "access_denied",
                      "changes are needed but the connection user is not a local administrator")
 
-    progress = _Progress()
     host = before
     rounds = 0
     max_rounds = MAX_ROUNDS + len(current.steps) // MAX_STEPS_PER_APPLY
@@ -423,13 +544,13 @@ def enforce(call: Call, clock: Clock, args: EnforceArgs, check_mode: bool = Fals
                 raise _timeout_failure(host, desired, args.timeout, rounds, max_rounds)
             batch = current.steps[:MAX_STEPS_PER_APPLY]
             planned_from = host
+            watch = current.watch
             if batch:
-                response, host = _checked_call(call, apply_request(batch, remaining, args.poll_ms))
+                response, host = _checked_call(call, apply_request(batch, remaining, args.poll_ms, watch))
             else:
-                response, host = _wait_call(call, clock, deadline,
-                                            lambda left: apply_request((), left, args.poll_ms), reset)
+                response, host = _wait_call(call, clock, deadline, args.poll_ms, watch, reset)
             rounds += 1
-            service_failed = _record(progress, response, planned_from, host)
+            service_failed = _record(progress, response, planned_from, host, batch)
             if service_failed is not None:
                 raise _service_failure(*service_failed)
             current = plan(host, desired, frozenset(progress.failed))

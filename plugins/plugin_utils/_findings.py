@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._model import TRANSITIONAL_STATES, Host, Instance
+from ._model import TRANSITIONAL_STATES, UNKNOWN, Host, Instance
+from ._protocol import IISADMIN_DISABLED, IISADMIN_NOT_RUNNING
 
 ERROR = "error"
 WARNING = "warning"
@@ -34,6 +35,8 @@ def availability_findings(host: Host) -> list[dict[str, Any]]:
             "smtp_feature_missing", ERROR,
             "The SMTPSVC service does not exist on %s: the SMTP Server feature (SMTP-Server) "
             "is not installed." % (host.computer_name or "this host"))]
+    if host.iisadmin_not_running:
+        return [_iisadmin_finding(host)]
     if not host.metabase_ok and not host.access_denied:
         why = host.metabase_error.describe() if host.metabase_error else "unknown error"
         return [_finding(
@@ -41,6 +44,21 @@ def availability_findings(host: Host) -> list[dict[str, Any]]:
             "IIS://localhost/SMTPSVC cannot be read (%s): install IIS 6 Metabase Compatibility "
             "(Web-Metabase) and make sure IISADMIN can run." % why)]
     return []
+
+
+def _iisadmin_finding(host: Host) -> dict[str, Any]:
+    """The metabase was not read because IISADMIN does not run; SMTPSVC cannot run without it either."""
+    iisadmin, smtp = host.iisadmin, host.smtp.state or "in an unknown state"
+    if iisadmin.start_mode == "disabled":
+        return _finding(
+            IISADMIN_DISABLED, ERROR,
+            "The IIS Admin service (IISADMIN) is disabled: the SMTP virtual servers cannot be read, and SMTPSVC "
+            "(%s), which depends on it, cannot start. Set IISADMIN's start mode to manual or auto." % smtp)
+    return _finding(
+        IISADMIN_NOT_RUNNING, ERROR,
+        "The IIS Admin service (IISADMIN) is %s, so the SMTP virtual servers were not read (binding the metabase "
+        "would start it) and SMTPSVC (%s) cannot run. A virtual_server run starts IISADMIN, then reads them."
+        % (iisadmin.state or "in an unknown state", smtp))
 
 
 def service_findings(host: Host) -> list[dict[str, Any]]:
@@ -59,7 +77,13 @@ def service_findings(host: Host) -> list[dict[str, Any]]:
     return found
 
 
-def instance_findings(inst: Instance) -> list[dict[str, Any]]:
+def instance_findings(inst: Instance, host: Host) -> list[dict[str, Any]]:
+    """Findings of one instance; one that is unknown because SMTPSVC is stopped has the service's finding instead."""
+    if inst.state == UNKNOWN and not host.down(inst):
+        why = inst.error.describe() if inst.error else "ServerState read empty"
+        return [_finding("instance_state_unknown", WARNING,
+                         "%s: its state could not be read (%s) while SMTPSVC is %s; look again shortly."
+                         % (inst.label, why, host.smtp.state or "in an unknown state"), inst.id)]
     if inst.state == "stopped":
         return [_finding("smtp_instance_stopped", ERROR,
                          "%s is stopped: it accepts no connections and relays no mail. Start it."
@@ -81,7 +105,7 @@ def host_findings(host: Host) -> list[dict[str, Any]]:
         return blocking
     found = service_findings(host)
     for inst in host.instances:
-        found.extend(instance_findings(inst))
+        found.extend(instance_findings(inst, host))
     return found
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ._protocol import IISADMIN_NOT_RUNNING_ERROR
+
 SMTP_SERVICE = "SMTPSVC"
 IISADMIN_SERVICE = "IISADMIN"
 # Windows Server 2025 (build 26100) no longer ships the SMTP Server feature.
@@ -36,6 +38,10 @@ _SERVICE_STATES: dict[str, str] = {
     "continue pending": "continuing", "pause pending": "pausing",
 }
 SERVICE_TRANSITIONAL = frozenset({"starting", "stopping", "continuing", "pausing"})
+# What Windows calls the transitional states, for messages.
+SERVICE_PENDING_NAMES: dict[str, str] = {
+    "starting": "Start Pending", "stopping": "Stop Pending", "continuing": "Continue Pending", "pausing": "Pause Pending",
+}
 
 ACCESS_DENIED_HRESULT = "0x80070005"
 # The same bound the transport puts on what it quotes of agent output.
@@ -133,6 +139,15 @@ class Host:
     def access_denied(self) -> bool:
         return bool(self.metabase_error and self.metabase_error.access_denied)
 
+    @property
+    def iisadmin_not_running(self) -> bool:
+        """The metabase was not read because IISADMIN does not run: binding it would have started IISADMIN."""
+        return self.metabase_error is not None and self.metabase_error.type == IISADMIN_NOT_RUNNING_ERROR
+
+    def down(self, inst: Instance) -> bool:
+        """An instance whose state is unknown only because SMTPSVC is stopped: it cannot be running."""
+        return inst.state == UNKNOWN and self.smtp.state == "stopped"
+
     def instance(self, instance_id: int) -> Instance | None:
         for inst in self.instances:
             if inst.id == instance_id:
@@ -193,17 +208,21 @@ def parse_service(name: str, raw: Any) -> Service:
     )
 
 
-def instance_state(code: Any, service: Service) -> tuple[str, int | None]:
-    """Name and code of a ServerState; an empty one means stopped when the service is down."""
+def instance_state(code: Any) -> tuple[str, int | None]:
+    """Name and code of a ServerState; without one, unknown.
+
+    The agent reports none while SMTPSVC is not running, because ServerState
+    then reads empty or only what the service last wrote: not "stopped",
+    which a stale 4 would claim. `Host.down` says when unknown means "cannot
+    be running".
+    """
     if isinstance(code, int) and not isinstance(code, bool) and code in STATE_NAMES:
         return STATE_NAMES[code], code
-    if code is None and service.installed and service.state == "stopped":
-        return "stopped", STATE_CODES["stopped"]
     return UNKNOWN, None
 
 
-def parse_instance(raw: dict[str, Any], service: Service) -> Instance:
-    state, code = instance_state(raw.get("server_state"), service)
+def parse_instance(raw: dict[str, Any]) -> Instance:
+    state, code = instance_state(raw.get("server_state"))
     auto = raw.get("auto_start")
     return Instance(
         id=int(raw["id"]),
@@ -227,7 +246,7 @@ def parse_observation(obs: dict[str, Any]) -> Host:
         build_no: int | None = int(build) if build is not None else None
     except (TypeError, ValueError):
         build_no = None
-    instances = sorted((parse_instance(i, smtp) for i in obs.get("instances") or []), key=lambda i: i.id)
+    instances = sorted((parse_instance(i) for i in obs.get("instances") or []), key=lambda i: i.id)
     return Host(
         computer_name=obs.get("computer_name"),
         os_caption=os_info.get("caption"),

@@ -10,7 +10,9 @@ after-state, which is what check mode reports.
 Windows behaviour encoded here (see docs/windows-facts.md): an instance can only
 be controlled while SMTPSVC runs; starting the service brings back every
 instance whose ServerAutoStart is set; a paused service is continued rather
-than restarted; transitional states are waited out, never interrupted.
+than restarted; transitional states are waited out, never interrupted; while
+SMTPSVC is stopped no ServerState can be read, so those instances stay
+unknown (and cannot be running).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._model import SERVICE_TRANSITIONAL, SETTLES_TO, TRANSITIONAL_STATES, UNKNOWN, Host, Instance
-from ._protocol import SC_START_MODES, instance_step, service_step, set_start_mode_step
+from ._protocol import SC_START_MODES, SERVICE_UNREADABLE, instance_step, service_step, set_start_mode_step
 
 DESIRED_STATES = ("started", "stopped", "paused")
 START_MODES = tuple(SC_START_MODES)
@@ -57,6 +59,8 @@ class Plan:
     service_actions: tuple[str, ...] = ()
     blocked: str | None = None
     blocked_msg: str = ""
+    # What the agent's settle wait waits for: the services and instances this plan needs.
+    watch: dict[str, list[Any]] = field(default_factory=lambda: {"services": [], "instances": []})
 
     @property
     def converged(self) -> bool:
@@ -138,6 +142,12 @@ def plan(host: Host, desired: Desired, skip: frozenset[int] = frozenset()) -> Pl
             if smtp.state == "pausing":
                 service_ops.append("continue_service")
             instances = {i: _after_service_continue(inst) for i, inst in instances.items()}
+    elif needs_running and smtp.state not in ("running", "stopped", "paused"):
+        return Plan(
+            steps=(), waiting=False, predicted=host, blocked=SERVICE_UNREADABLE,
+            blocked_msg="The state of the SMTPSVC service could not be read (%s), so nothing was sent to it or "
+                        "to the SMTP virtual servers." % (smtp.error.describe() if smtp.error else smtp.state),
+        )
     elif needs_running and smtp.state in ("stopped", "paused"):
         effective_mode = want_mode if want_mode is not None else smtp.start_mode
         if smtp.state == "stopped" and effective_mode == "disabled":
@@ -169,14 +179,16 @@ def plan(host: Host, desired: Desired, skip: frozenset[int] = frozenset()) -> Pl
             predicted_instances.append(inst)
             continue
         if service_state == "stopped" and want == "stopped":
-            predicted_instances.append(inst.with_state("stopped"))
+            # Down with the service: unknown, and it stays so.
+            predicted_instances.append(inst)
             instance_actions[inst_id] = ()
             continue
         if service_state == "stopping" and want == "stopped":
             # The service stopping stops them all; a command would only race
-            # it, so wait for one that does not read stopped yet.
+            # it, so wait for one that does not read stopped yet (none can be
+            # read once the service has stopped).
             waiting = waiting or inst.state != "stopped"
-            predicted_instances.append(inst.with_state("stopped"))
+            predicted_instances.append(inst if inst.state == "stopped" else inst.with_state(UNKNOWN))
             instance_actions[inst_id] = ()
             continue
         commands = path(inst.state, want)
@@ -203,5 +215,8 @@ def plan(host: Host, desired: Desired, skip: frozenset[int] = frozenset()) -> Pl
         smtp=replace(smtp, state=service_state, start_mode=want_mode if want_mode is not None else smtp.start_mode),
         instances=tuple(predicted_instances),
     )
+    watched = sorted(inst_id for inst_id, _want in desired.targets if inst_id not in skip)
+    smtp_watched = bool(service_ops) or smtp.state in SERVICE_TRANSITIONAL
     return Plan(steps=tuple(steps), waiting=waiting, predicted=predicted,
-                instance_actions=instance_actions, service_actions=tuple(ops))
+                instance_actions=instance_actions, service_actions=tuple(ops),
+                watch={"services": ["SMTPSVC"] if smtp_watched else [], "instances": watched})

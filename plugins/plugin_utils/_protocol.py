@@ -30,6 +30,15 @@ VIA = ("method", "server_command")
 SC_START_MODES = {"auto": "auto", "delayed": "delayed-auto", "manual": "demand", "disabled": "disabled"}
 WATCH_SERVICES = ("SMTPSVC", "IISADMIN")
 
+# `type` of the errors the agent makes itself (no HRESULT).
+# metabase.error: IISADMIN is not running, and binding the metabase would start it.
+IISADMIN_NOT_RUNNING_ERROR = "iisadmin_not_running"
+# A step refused, nothing sent: its service is not in the state the control is
+# for (or, for server_command, SMTPSVC is not running).
+WRONG_STATE_ERROR = "wrong_state"
+# A ServerCommand was written but ServerState did not move.
+NO_EFFECT_ERROR = "no_effect"
+
 # Reason codes of failed results. Stable: users match on them.
 CONNECTION_FAILED = "connection_failed"
 AUTH_FAILED = "auth_failed"
@@ -41,6 +50,9 @@ NOT_WINDOWS = "not_windows"
 BECOME_UNSUPPORTED = "become_unsupported"
 REQUEST_TOO_LARGE = "request_too_large"
 BAD_REQUEST = "bad_request"
+IISADMIN_DISABLED = "iisadmin_disabled"
+IISADMIN_NOT_RUNNING = "iisadmin_not_running"
+SERVICE_UNREADABLE = "service_unreadable"
 # A host Ansible itself would call unreachable: nothing ran there.
 UNREACHABLE_REASONS = frozenset({CONNECTION_FAILED, AUTH_FAILED})
 # Worth one more try while only looking: the host answered before, so a
@@ -90,6 +102,11 @@ def service_step(op: str, **extra: str) -> dict[str, Any]:
 
 def set_start_mode_step(mode: str) -> dict[str, Any]:
     return service_step("set_start_mode", start_mode=SC_START_MODES[mode])
+
+
+def start_iisadmin_step() -> dict[str, Any]:
+    """IISADMIN alone: the metabase is read only while it runs, and observing never starts it."""
+    return {"op": "start_service", "service": "IISADMIN"}
 
 
 # ---------------------------------------------------------------- responses

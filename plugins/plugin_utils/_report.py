@@ -99,6 +99,19 @@ def _state_of(part: Any) -> Any:
     return part.get("state") if isinstance(part, Mapping) else None
 
 
+def _service_state(result: Mapping[str, Any], side: str | None) -> Any:
+    """SMTPSVC's state in a virtual_server result (`before` / `after`) or, with no side, an info result."""
+    service = result.get("service")
+    if not isinstance(service, Mapping):
+        return None
+    return _state_of(service.get(side)) if side else service.get("state")
+
+
+def _reached(state: Any, desired: Any, service_state: Any) -> bool:
+    """Whether an instance is as desired; one of a stopped SMTPSVC reads unknown and cannot be running."""
+    return bool(state == desired or (desired == "stopped" and state == "unknown" and service_state == "stopped"))
+
+
 def _last(events: Sequence[Event], actions: frozenset[str]) -> Event | None:
     for event in reversed(events):
         if event.action in actions and event.status != "skipped":
@@ -167,6 +180,8 @@ def _change_lines(vs_result: Mapping[str, Any]) -> list[str]:
 def _instances(vs: Event, info: Event | None, host_status: str) -> list[dict[str, Any]]:
     """One row per targeted instance, with its own status."""
     observed = _info_states(info) if not vs.check_mode else {}
+    service_after = _service_state(info.result, None) if observed and info is not None else \
+        _service_state(vs.result, "after")
     rows: list[dict[str, Any]] = []
     for item in vs.result.get("virtual_servers") or []:
         if not isinstance(item, Mapping):
@@ -176,9 +191,9 @@ def _instances(vs: Event, info: Event | None, host_status: str) -> list[dict[str
         after = _state_of(item.get("after"))
         final = observed.get(item.get("id"), after)
         if vs.check_mode:
-            status = "compliant" if before == desired else "non_compliant"
+            status = "compliant" if _reached(before, desired, _service_state(vs.result, "before")) else "non_compliant"
             final = before
-        elif final != desired:
+        elif not _reached(final, desired, service_after):
             status = "failed" if host_status == "failed" else "non_compliant"
         elif item.get("changed"):
             status = "remediated"
@@ -199,11 +214,12 @@ def _instances(vs: Event, info: Event | None, host_status: str) -> list[dict[str
 
 def _verify_mismatches(vs: Event, info: Event | None) -> list[str]:
     states = _info_states(info)
+    service = _service_state(info.result, None) if info is not None else None
     problems = []
     for item in vs.result.get("virtual_servers") or []:
         if not isinstance(item, Mapping):
             continue
-        if item.get("id") in states and states[item.get("id")] != item.get("desired"):
+        if item.get("id") in states and not _reached(states[item.get("id")], item.get("desired"), service):
             problems.append(
                 f"{_instance_label(item)} is {states[item.get('id')]} after the run, desired {item.get('desired')}"
             )
@@ -212,8 +228,9 @@ def _verify_mismatches(vs: Event, info: Event | None) -> list[str]:
 
 def _not_yet_desired(vs: Event) -> list[str]:
     lines = []
+    service = _service_state(vs.result, "before")
     for item in vs.result.get("virtual_servers") or []:
-        if isinstance(item, Mapping) and _state_of(item.get("before")) != item.get("desired"):
+        if isinstance(item, Mapping) and not _reached(_state_of(item.get("before")), item.get("desired"), service):
             lines.append(f"{_instance_label(item)} is {_state_of(item.get('before'))}, desired {item.get('desired')}")
     return lines
 

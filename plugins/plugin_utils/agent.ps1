@@ -1,6 +1,7 @@
 param([Parameter(Mandatory = $true)][string]$RequestB64)
 Set-StrictMode -Version 2
 $ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
 
 # The mailops.iis_smtp agent: observes a host's SMTP virtual servers and runs
 # the steps the controller decided. The contract is docs/agent-protocol.md.
@@ -14,14 +15,19 @@ $Ops = @('set_start_mode', 'start_service', 'continue_service', 'instance')
 $StartModes = @('auto', 'delayed-auto', 'demand', 'disabled')
 $Commands = @('start', 'stop', 'pause', 'continue')
 $Vias = @('method', 'server_command')
+$Services = @('SMTPSVC', 'IISADMIN')
 # Per command: the ADSI method, and the MD_SERVER_COMMAND code (docs/windows-facts.md:
 # documented for W3SVC and FTP only).
 $Controls = @{ 'start' = @('Start', 1); 'stop' = @('Stop', 2); 'pause' = @('Pause', 4); 'continue' = @('Continue', 8) }
+# The SMTPSVC states in which its process is up, so that ServerState is its own.
+$StateReadable = @('Running', 'Paused', 'Pause Pending', 'Continue Pending')
 
 function ConvertTo-AgentError($Exception) {
     # ADSI failures arrive wrapped (MethodInvocationException around
     # TargetInvocationException); the HRESULT that means something is on the
     # COMException inside, e.g. 0x80005000 when the IIS ADSI provider is missing.
+    # DirectoryServicesCOMException, which [ADSI] throws for most provider
+    # errors, derives from COMException and is found by the same test.
     # Service control failures carry a Win32Exception whose own HResult is a
     # generic E_FAIL: its NativeErrorCode (1058 disabled) is the meaningful
     # part, reported as HRESULT_FROM_WIN32 (0x80070422).
@@ -36,20 +42,31 @@ function ConvertTo-AgentError($Exception) {
     if ($e -is [ComponentModel.Win32Exception]) {
         $code = 0x80070000 -bor ($e.NativeErrorCode -band 0xFFFF)
     }
-    @{ message = $e.Message; hresult = '0x{0:X8}' -f $code; type = $e.GetType().FullName }
+    @{ message = ([string]$e.Message).Trim(); hresult = '0x{0:X8}' -f $code; type = $e.GetType().FullName }
+}
+
+function New-AgentError($Type, $Message) {
+    # The agent's own errors (a refused request or step): no HRESULT, a protocol type.
+    @{ message = $Message; hresult = $null; type = $Type }
 }
 
 function Get-Field($Object, $Name) {
     # StrictMode 2 throws on a missing property, and JSON may omit any key.
-    if ($Object -isnot [Management.Automation.PSCustomObject] -or $null -eq $Object.PSObject.Properties[$Name]) {
+    # PSObject property lookup ignores case; the protocol's keys do not.
+    if ($Object -isnot [Management.Automation.PSCustomObject]) {
+        return $null
+    }
+    $property = $Object.PSObject.Properties[$Name]
+    if ($null -eq $property -or $property.Name -cne $Name) {
         return $null
     }
     # The comma keeps a one-element or empty list a list on its way out.
-    return ,$Object.PSObject.Properties[$Name].Value
+    return ,$property.Value
 }
 
 function Assert-In($Name, $Value, $Set) {
-    if ($Set -cnotcontains $Value) {
+    # Only a string is a value: a one-element array would pass -cnotcontains.
+    if ($Value -isnot [string] -or $Set -cnotcontains $Value) {
         throw ($Name + ' must be one of: ' + ($Set -join ', '))
     }
 }
@@ -77,14 +94,38 @@ function Read-Step($Step) {
         }
         return @{ op = $op; id = $id; command = $command; via = $via }
     }
-    if ((Get-Field $Step 'service') -cne 'SMTPSVC') {
+    $service = Get-Field $Step 'service'
+    if ($op -ceq 'start_service') {
+        Assert-In 'service' $service $Services
+    } elseif ($service -isnot [string] -or $service -cne 'SMTPSVC') {
         throw 'service must be SMTPSVC'
     }
     $mode = Get-Field $Step 'start_mode'
     if ($op -ceq 'set_start_mode') {
         Assert-In 'start_mode' $mode $StartModes
     }
-    @{ op = $op; id = $null; command = $null; via = @('service'); start_mode = $mode }
+    @{ op = $op; id = $null; command = $null; via = @('service'); service = $service; start_mode = $mode }
+}
+
+function Read-Watch($Watch) {
+    if ($null -eq $Watch) {
+        return $null
+    }
+    if ($Watch -isnot [Management.Automation.PSCustomObject]) {
+        throw 'watch must be an object'
+    }
+    $names = Get-Field $Watch 'services'
+    $ids = Get-Field $Watch 'instances'
+    if ($names -isnot [Collections.IList] -or $ids -isnot [Collections.IList]) {
+        throw 'watch must have the lists services and instances'
+    }
+    foreach ($name in $names) {
+        Assert-In 'watch services' $name $Services
+    }
+    foreach ($id in $ids) {
+        Assert-Int 'watch instances' $id 1
+    }
+    @{ services = $names; instances = $ids }
 }
 
 function Get-OsInfo {
@@ -123,14 +164,18 @@ function Get-ServiceInfo($Name) {
     $r
 }
 
-function Get-InstanceInfo($Id, $Entry) {
+function Get-InstanceInfo($Id, $Entry, $ReadState) {
     $r = @{ id = $Id; server_comment = $null; server_state = $null; bindings = [Collections.ArrayList]@(); auto_start = $null; error = $null }
     try {
+        # SchemaClassName is the ADSI Class; siblings such as Info are not virtual servers.
+        if ($Entry.psbase.SchemaClassName -cne 'IIsSmtpServer') {
+            return $null
+        }
         $properties = $Entry.psbase.Properties
+        # While SMTPSVC is stopped or starting, ServerState is empty or what the
+        # service last wrote (docs/windows-facts.md): unknown, so not reported.
         $state = $properties['ServerState'].Value
-        # ServerState may read empty while SMTPSVC is stopped (docs/windows-facts.md);
-        # that is reported as null and left to the controller to interpret.
-        if ($null -ne $state) {
+        if ($ReadState -and $null -ne $state) {
             $r.server_state = [int]$state
         }
         $r.server_comment = [string]$properties['ServerComment'].Value
@@ -148,92 +193,151 @@ function Get-InstanceInfo($Id, $Entry) {
 }
 
 function Get-Observation {
+    $services = @{ SMTPSVC = Get-ServiceInfo 'SMTPSVC'; IISADMIN = Get-ServiceInfo 'IISADMIN' }
     $metabase = @{ ok = $false; error = $null }
-    $found = @{}
-    try {
-        $root = [ADSI]'IIS://localhost/SMTPSVC'
-        # [ADSI] binds lazily; RefreshCache binds now, so a missing provider or
-        # denied access surfaces here with its HRESULT.
-        $root.psbase.RefreshCache()
-        foreach ($child in $root.psbase.Children) {
-            # SchemaClassName is the ADSI Class; siblings such as Info are not virtual servers.
-            if ($child.psbase.SchemaClassName -eq 'IIsSmtpServer' -and $child.psbase.Name -match '^[0-9]+$') {
-                $found[[int]$child.psbase.Name] = $child
-            }
-        }
-        $metabase.ok = $true
-    } catch {
-        $metabase.error = ConvertTo-AgentError $_.Exception
-        $found = @{}
-    }
     # ArrayList, not @(): Windows PowerShell's ConvertTo-Json can turn arrays
     # that passed through the pipeline into {"value": ..., "Count": ...}.
     $instances = [Collections.ArrayList]@()
-    foreach ($id in ($found.Keys | Sort-Object)) {
-        $null = $instances.Add((Get-InstanceInfo $id $found[$id]))
+    $iisadmin = [string]$services.IISADMIN.state
+    if ($iisadmin -cne 'Running') {
+        # An ADSI bind demand-starts IISADMIN (docs/windows-facts.md); looking must change nothing.
+        $metabase.error = New-AgentError 'iisadmin_not_running' ('IISADMIN state: ' + $iisadmin + '; the metabase was not read, because binding it would start IISADMIN')
+    } else {
+        try {
+            $root = [ADSI]'IIS://localhost/SMTPSVC'
+            # [ADSI] binds lazily; RefreshCache binds now, so a missing provider or
+            # denied access surfaces here with its HRESULT.
+            $root.psbase.RefreshCache()
+            $found = @{}
+            $readState = $StateReadable -ccontains [string]$services.SMTPSVC.state
+            foreach ($child in $root.psbase.Children) {
+                # The id comes from the path, which needs no bind: a child that
+                # cannot be read is reported with its error, not dropped.
+                if ([string]$child.psbase.Path -match '/([0-9]{1,9})$') {
+                    $info = Get-InstanceInfo ([int]$Matches[1]) $child $readState
+                    if ($null -ne $info) {
+                        $found[$info.id] = $info
+                    }
+                }
+            }
+            foreach ($id in ($found.Keys | Sort-Object)) {
+                $null = $instances.Add($found[$id])
+            }
+            $metabase.ok = $true
+        } catch {
+            $metabase.error = ConvertTo-AgentError $_.Exception
+            $instances.Clear()
+        }
     }
     @{
         os = Get-OsInfo
         computer_name = $env:COMPUTERNAME
         ps_version = $PSVersionTable.PSVersion.ToString()
         is_admin = ([Security.Principal.WindowsPrincipal][Security.Principal.WindowsIdentity]::GetCurrent()).IsInRole([Security.Principal.WindowsBuiltInRole]::Administrator)
-        services = @{ SMTPSVC = Get-ServiceInfo 'SMTPSVC'; IISADMIN = Get-ServiceInfo 'IISADMIN' }
+        services = $services
         metabase = $metabase
         instances = $instances
     }
 }
 
-function Test-Stable($Observation) {
-    foreach ($service in $Observation.services.Values) {
-        if ([string]$service.state -like '* Pending') {
+function Test-Stable($Observation, $Watch) {
+    # Only what the plan watches holds the wait; no watch means everything.
+    foreach ($name in $Observation.services.Keys) {
+        if (($null -eq $Watch -or $Watch.services -ccontains $name) -and [string]$Observation.services[$name].state -like '* Pending') {
             return $false
         }
     }
     foreach ($instance in $Observation.instances) {
-        if (@(1, 3, 5, 7) -contains $instance.server_state) {
+        if (($null -eq $Watch -or $Watch.instances -contains $instance.id) -and @(1, 3, 5, 7) -contains $instance.server_state) {
             return $false
         }
     }
     $true
 }
 
-function Invoke-Way($Step, $Via) {
+function Read-ServerState($Entry) {
+    $Entry.psbase.RefreshCache()
+    $Entry.psbase.Properties['ServerState'].Value
+}
+
+function Invoke-Way($Step, $Via, $Result, $Clock, $Limit, $Poll) {
+    # Returns the agent's own error when it refuses, $null when done; Windows errors are thrown.
     if ($Step.op -ceq 'set_start_mode') {
         # sc.exe because Set-Service in 5.1 cannot set Automatic (Delayed Start).
         $output = & sc.exe config SMTPSVC start= $Step.start_mode
         if ($LASTEXITCODE -ne 0) {
             throw ('sc.exe config SMTPSVC exited with ' + $LASTEXITCODE + ': ' + ($output -join ' '))
         }
-    } elseif ($Step.op -ceq 'start_service') {
-        # ServiceController.Start returns at once; Start-Service would block
-        # for as long as the service stays Start Pending, past any deadline.
-        # The settle loop below waits instead, bounded by settle_timeout_s.
-        (Get-Service -Name SMTPSVC).Start()
-    } elseif ($Step.op -ceq 'continue_service') {
-        (Get-Service -Name SMTPSVC).Continue()
-    } elseif ($Via -ceq 'method') {
+        return $null
+    }
+    if ($Via -ceq 'service') {
+        $service = Get-Service -Name $Step.service
+        $from = 'Stopped'
+        if ($Step.op -ceq 'continue_service') {
+            $from = 'Paused'
+        }
+        # The SCM answers a control in the wrong state with an error (1056 on
+        # Start); the agent sends none and says what it found.
+        if ([string]$service.Status -cne $from) {
+            $Result.state = [string]$service.Status
+            return (New-AgentError 'wrong_state' ($Step.service + ' is ' + $Result.state + ', not ' + $from + ': the control was not sent'))
+        }
+        if ($from -ceq 'Stopped') {
+            $service.Start()
+        } else {
+            $service.Continue()
+        }
+        # Start() and Continue() return while the service is still pending; a
+        # later step must meet it settled. Start-Service would wait past any deadline.
+        $service.Refresh()
+        while ([string]$service.Status -like '*Pending' -and $Clock.ElapsedMilliseconds -lt $Limit) {
+            Start-Sleep -Milliseconds $Poll
+            $service.Refresh()
+        }
+        $Result.state = [string]$service.Status
+        return $null
+    }
+    $entry = [ADSI]('IIS://localhost/SMTPSVC/' + $Step.id)
+    if ($Via -ceq 'method') {
         # Two ways because neither is documented for SMTP (docs/windows-facts.md,
         # "NOT VERIFIED"); the controller says which to try and in what order.
-        $null = ([ADSI]('IIS://localhost/SMTPSVC/' + $Step.id)).psbase.Invoke($Controls[$Step.command][0])
-    } else {
-        $entry = [ADSI]('IIS://localhost/SMTPSVC/' + $Step.id)
-        # Methods reached through the ADSI adapter may emit $null into the
-        # output; any stray output would corrupt the step result.
-        $null = $entry.Put('ServerCommand', $Controls[$Step.command][1])
-        $null = $entry.SetInfo()
+        $null = $entry.psbase.Invoke($Controls[$Step.command][0])
+        return $null
     }
+    # ServerCommand is volatile and read only by a running SMTPSVC: written to
+    # a stopped one it is lost, and it never starts the service.
+    $smtp = [string](Get-Service -Name SMTPSVC).Status
+    if ($smtp -cne 'Running') {
+        return (New-AgentError 'wrong_state' ('SMTPSVC is ' + $smtp + ': only a running SMTPSVC reads ServerCommand; it was not written'))
+    }
+    $before = Read-ServerState $entry
+    $code = $Controls[$Step.command][1]
+    $null = $entry.Put('ServerCommand', $code)
+    $null = $entry.SetInfo()
+    # A write that SMTPSVC ignores also succeeds: done only when ServerState moves.
+    $end = $Clock.ElapsedMilliseconds + 2000
+    if ($end -gt $Limit) {
+        $end = $Limit
+    }
+    do {
+        Start-Sleep -Milliseconds $Poll
+        $after = Read-ServerState $entry
+    } while ($after -eq $before -and $Clock.ElapsedMilliseconds -lt $end)
+    if ($after -eq $before) {
+        return (New-AgentError 'no_effect' ('ServerCommand ' + $code + ' was written; ServerState stayed ' + $before))
+    }
+    $null
 }
 
-function Invoke-Step($Step) {
-    $r = @{ op = $Step.op; id = $Step.id; command = $Step.command; ok = $false; attempts = [Collections.ArrayList]@(); error = $null }
+function Invoke-Step($Step, $Clock, $Limit, $Poll) {
+    $r = @{ op = $Step.op; id = $Step.id; command = $Step.command; ok = $false; attempts = [Collections.ArrayList]@(); error = $null; state = $null }
     foreach ($via in $Step.via) {
         try {
-            $null = Invoke-Way $Step $via
-            $r.ok = $true
-            $r.error = $null
+            $r.error = Invoke-Way $Step $via $r $Clock $Limit $Poll
         } catch {
             $r.error = ConvertTo-AgentError $_.Exception
         }
+        $r.ok = $null -eq $r.error
         $null = $r.attempts.Add(@{ via = $via; ok = $r.ok; error = $r.error })
         if ($r.ok) {
             break
@@ -245,6 +349,8 @@ function Invoke-Step($Step) {
 function Invoke-Request($Response, $Clock) {
     $steps = [Collections.ArrayList]@()
     $limit = 0
+    $poll = 1
+    $watch = $null
     $refusal = 'bad_request'
     try {
         try {
@@ -264,7 +370,7 @@ function Invoke-Request($Response, $Clock) {
             $refusal = 'unsupported_protocol'
             throw ('protocol ' + $protocol + ' is not supported; this agent speaks 1')
         }
-        if ($Actions -cnotcontains $action) {
+        if ($action -isnot [string] -or $Actions -cnotcontains $action) {
             throw 'action must be observe or apply'
         }
         if ($action -ceq 'apply') {
@@ -283,19 +389,20 @@ function Invoke-Request($Response, $Clock) {
                     throw ('step ' + ($i + 1) + ': ' + $_.Exception.Message)
                 }
             }
+            $watch = Read-Watch (Get-Field $request 'watch')
             $limit = 1000 * $timeout
         }
     } catch {
-        $Response.error = @{ message = $_.Exception.Message; hresult = $null; type = $refusal }
+        $Response.error = New-AgentError $refusal $_.Exception.Message
         return
     }
     $Response.ok = $true
     foreach ($step in $steps) {
-        $null = $Response.steps.Add((Invoke-Step $step))
+        $null = $Response.steps.Add((Invoke-Step $step $Clock $limit $poll))
     }
     while ($true) {
         $observation = Get-Observation
-        $Response.settled = Test-Stable $observation
+        $Response.settled = Test-Stable $observation $watch
         if ($Response.settled -or $Clock.ElapsedMilliseconds -ge $limit) {
             break
         }

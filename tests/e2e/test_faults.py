@@ -59,6 +59,14 @@ FLEET: dict[str, Any] = {
                           "instances": [{"id": 1, "state": "started"}],
                           "faults": {"service_start_error": "The service did not respond to the start or "
                                                             "control request in a timely fashion."}},
+        "service_stuck": {"service": {"state": "stopped", "start_mode": "auto", "stuck": True},
+                          "instances": [{"id": 1, "state": "started"}]},
+        "iisadmin_stopped": {"service": {"state": "stopped", "start_mode": "manual"},
+                             "iisadmin": {"state": "stopped", "start_mode": "manual"},
+                             "instances": [{"id": 1, "state": "started"}]},
+        "iisadmin_disabled": {"service": {"state": "stopped", "start_mode": "manual"},
+                              "iisadmin": {"state": "stopped", "start_mode": "disabled"},
+                              "instances": [{"id": 1, "state": "started"}]},
         "rebooted": {"service": {"state": "running", "start_mode": "manual"},
                      "instances": [{"id": 1, "state": "started"}, {"id": 2, "comment": "Spare", "state": "stopped"}],
                      "faults": {"reboot_after_observe": True}},
@@ -86,6 +94,9 @@ EXPECTED: dict[str, tuple[str, str | None, str]] = {
                                    "last state starting"),
     "service_fails": ("failed", "service_start_failed",
                       "the SMTPSVC service step start_service failed: Windows error 0x80131501"),
+    "service_stuck": ("failed", "timeout", "the SMTPSVC service is still starting (Start Pending) after 4 s"),
+    "iisadmin_stopped": ("remediated", None, ""),
+    "iisadmin_disabled": ("failed", "iisadmin_disabled", "The IIS Admin service (IISADMIN) is disabled"),
     "rebooted": ("remediated", None, ""),
 }
 # What the audit after remediation must say of each host that still answers.
@@ -97,7 +108,8 @@ AUDIT_AFTER: dict[str, tuple[str, str | None]] = {
     "cut_apply": ("compliant", None), "garbage": ("failed", "agent_output_invalid"),
     "truncated": ("compliant", None), "nonzero": ("failed", "agent_exit_nonzero"),
     "wont_start": ("non_compliant", "drift"), "stuck": ("non_compliant", "drift"),
-    "service_fails": ("non_compliant", "drift"),
+    "service_fails": ("non_compliant", "drift"), "service_stuck": ("non_compliant", "drift"),
+    "iisadmin_stopped": ("compliant", None), "iisadmin_disabled": ("failed", "iisadmin_disabled"),
 }
 
 
@@ -170,6 +182,13 @@ def test_every_fault_is_reported_by_name_and_moves_nothing_away(sim: Any) -> Non
     assert [(op["command"], op["ok"]) for op in operations(state, "wont_start")] == [("start", False)] * 2
     assert [i["state"] for i in state["hosts"]["stuck"]["instances"]] == ["started", "starting"]
     assert state["hosts"]["service_fails"]["service"]["state"] == "Stopped"
+    assert state["hosts"]["service_stuck"]["service"]["state"] == "Start Pending"
+    # Looking started nothing: no metabase bind demand-started IISADMIN; the run started it, alone, first.
+    for host in FLEET["hosts"]:
+        assert [e for e in state["hosts"][host]["events"] if e["event"] == "demand_start"] == [], host
+    started = [(op["op"], op["target"]) for op in operations(state, "iisadmin_stopped")]
+    assert started == [("start_service", "IISADMIN"), ("set_start_mode", "SMTPSVC"), ("start_service", "SMTPSVC")]
+    assert operations(state, "iisadmin_disabled") == []
 
     # The host rebooted under us: the plan made before the reboot still converged it, and it was verified.
     rebooted = state["hosts"]["rebooted"]

@@ -37,6 +37,8 @@ START_MODE_VALUES = ("auto", "delayed-auto", "demand", "disabled")
 INSTANCE_COMMANDS = ("start", "stop", "pause", "continue")
 VIAS = ("method", "server_command")
 ACTIONS = ("observe", "apply")
+# What `start_service` may start and a settle wait may watch.
+SERVICES = ("SMTPSVC", "IISADMIN")
 
 _ENCODED_SWITCHES = {"-encodedcommand", "-enc", "-e", "-ec", "-en", "-encoded"}
 _AGENT_VERSION = re.compile(r"""\bagent_version\s*=\s*['"]([^'"]+)['"]""", re.IGNORECASE)
@@ -56,6 +58,8 @@ class BadRequest(Exception):
     def __init__(self, message: str, type_name: str = "bad_request") -> None:
         super().__init__(message)
         self.type_name = type_name
+        # The request's `action` when it is a string: the agent echoes it in its refusal.
+        self.action: str | None = None
 
 
 def normalise(text: str) -> str:
@@ -188,11 +192,20 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Watch:
+    """What an apply's settle wait waits for; a request without one waits for everything."""
+
+    services: tuple[str, ...]
+    instances: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Request:
     action: str
     steps: tuple[Step, ...] = ()
     settle_timeout_s: float = 0.0
     poll_ms: int = 1
+    watch: Watch | None = None
 
 
 _INT32_MAX = 2**31 - 1
@@ -212,8 +225,24 @@ def _ps_text(value: Any) -> str:
     return str(value)
 
 
+def _ps_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as ConvertFrom-Json makes it: PowerShell property names ignore case,
+    so two keys that differ only in case refuse the whole document (a repeated key keeps its last value)."""
+    found: dict[str, Any] = {}
+    first: dict[str, str] = {}
+    for key, value in pairs:
+        seen = first.setdefault(key.upper(), key)
+        if seen != key:
+            raise ValueError(
+                "Cannot convert the JSON string because a dictionary that was converted from the string "
+                f"contains the duplicated keys '{seen}' and '{key}'."
+            )
+        found[key] = value
+    return found
+
+
 def _step_problem(value: Any) -> str | None:
-    """The agent's Get-StepProblem, check for check."""
+    """The agent's Read-Step, check for check: values are compared exactly, keys case-sensitively."""
     field = value.get if isinstance(value, dict) else (lambda _key: None)
     op = field("op")
     if op not in SERVICE_OPS + ("instance",):
@@ -230,28 +259,54 @@ def _step_problem(value: Any) -> str | None:
         if any(item not in VIAS for item in via):
             return "via entries must be one of: " + ", ".join(VIAS)
         return None
-    if field("service") != "SMTPSVC":
+    if op == "start_service":
+        if field("service") not in SERVICES:
+            return "service must be one of: " + ", ".join(SERVICES)
+    elif field("service") != "SMTPSVC":
         return "service must be SMTPSVC"
     if op == "set_start_mode" and field("start_mode") not in START_MODE_VALUES:
         return "start_mode must be one of: " + ", ".join(START_MODE_VALUES)
     return None
 
 
+def _watch_problem(value: Any) -> str | None:
+    """The agent's Read-Watch."""
+    if not isinstance(value, dict):
+        return "watch must be an object"
+    services, instances = value.get("services"), value.get("instances")
+    if not isinstance(services, list) or not isinstance(instances, list):
+        return "watch must have the lists services and instances"
+    if any(name not in SERVICES for name in services):
+        return "watch services must be one of: " + ", ".join(SERVICES)
+    if any(not _is_int(ident) or ident < 1 for ident in instances):
+        return "watch instances must be an integer >= 1"
+    return None
+
+
 def _to_step(value: dict[str, Any]) -> Step:
     if value["op"] == "instance":
         return Step(op="instance", id=value["id"], command=value["command"], via=tuple(value["via"]))
-    return Step(op=value["op"], service="SMTPSVC", start_mode=value.get("start_mode"))
+    return Step(op=value["op"], service=value["service"], start_mode=value.get("start_mode"))
 
 
 def parse_request(encoded: str) -> Request:
     """Validate the whole request before anything is touched, in the agent's order
     and with its messages (`BadRequest.type_name` is the refusal's `type`)."""
     try:
-        data = json.loads(base64.b64decode(encoded, validate=True).decode("utf-8"))
+        data = json.loads(base64.b64decode(encoded, validate=True).decode("utf-8"), object_pairs_hook=_ps_object)
     except (binascii.Error, ValueError) as exc:
         raise BadRequest(f"the request is not base64 of JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("the request is not a JSON object")
+    try:
+        return _request(data)
+    except BadRequest as exc:
+        action = data.get("action")
+        exc.action = action if isinstance(action, str) else None
+        raise
+
+
+def _request(data: dict[str, Any]) -> Request:
     protocol = data.get("protocol")
     if not _is_int(protocol) or protocol != PROTOCOL:
         raise BadRequest(
@@ -276,11 +331,17 @@ def parse_request(encoded: str) -> Request:
         problem = _step_problem(step)
         if problem is not None:
             raise BadRequest(f"step {index + 1}: {problem}")
+    watch = data.get("watch")
+    if watch is not None:
+        problem = _watch_problem(watch)
+        if problem is not None:
+            raise BadRequest(problem)
     return Request(
         action="apply",
         steps=tuple(_to_step(step) for step in steps),
         settle_timeout_s=float(timeout),
         poll_ms=poll,
+        watch=Watch(tuple(watch["services"]), tuple(watch["instances"])) if watch is not None else None,
     )
 
 

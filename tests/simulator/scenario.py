@@ -60,7 +60,17 @@ def parse_os(value: Any, where: str) -> OsSpec:
     return OsSpec(name, f"Microsoft {name} {edition}", version, build, ps_version, smtp)
 
 
-SERVICE_STATES = {"running": "Running", "stopped": "Stopped", "paused": "Paused"}
+SERVICE_STATES = {
+    "running": "Running",
+    "stopped": "Stopped",
+    "paused": "Paused",
+    "start pending": "Start Pending",
+    "stop pending": "Stop Pending",
+    "continue pending": "Continue Pending",
+    "pause pending": "Pause Pending",
+}
+# How long a service stays `* Pending` after a control when the scenario does not say.
+DEFAULT_PENDING_S = 0.2
 # scenario start mode -> (Win32_Service StartMode, DelayedAutostart)
 START_MODES = {
     "auto": ("Auto", False),
@@ -83,6 +93,12 @@ STATE_NAMES = {code: name for name, code in STATE_CODES.items()}
 FAULT_ACTIONS = ("observe", "apply", "any")
 AGENT_OUTPUT_KINDS = ("garbage", "truncated", "nonzero_exit")
 CONTROL_MODES = ("both", "method", "server_command")
+# winrm and psrp speak WS-Management (server.py, psrp.py); ssh is Windows OpenSSH (ssh.py).
+CONNECTIONS = ("winrm", "psrp", "ssh")
+# Windows OpenSSH runs commands through cmd.exe unless DefaultShell names PowerShell.
+DEFAULT_SHELLS = ("cmd", "powershell")
+# Faults only an HTTP / WS-Management listener can play.
+WSMAN_FAULTS = ("http_401", "wsman_fault")
 DEFAULT_WSMAN_FAULT = "The WS-Management service cannot process the request because the XML is invalid."
 DEFAULT_START_HRESULT = "0x80070034"
 
@@ -96,6 +112,8 @@ class ServiceSpec:
     state: str  # Win32_Service State
     start_mode: str  # Win32_Service StartMode
     delayed: bool
+    pending_s: float
+    stuck: bool
 
 
 @dataclass(frozen=True)
@@ -109,6 +127,7 @@ class InstanceSpec:
     start_error: str | None
     start_hresult: str
     stuck: bool
+    read_error: str | None
 
 
 @dataclass(frozen=True)
@@ -130,8 +149,14 @@ class HostSpec:
     smtp_server: bool
     metabase: bool
     instances: tuple[InstanceSpec, ...]
+    # How Ansible reaches the host: winrm, psrp (both WS-Management) or ssh.
+    connection: str
+    # ssh only: the shell Windows OpenSSH runs a command through (DefaultShell).
+    default_shell: str
     auth: str
     scheme: str
+    # WinRM's AllowUnencrypted: false (Windows' default) refuses Basic and any unsealed body over HTTP.
+    allow_unencrypted: bool
     username: str
     password: str = field(repr=False)
     port: int | None
@@ -155,7 +180,10 @@ _HOST_KEYS = {
     "iisadmin",
     "features",
     "instances",
+    "connection",
+    "default_shell",
     "auth",
+    "allow_unencrypted",
     "scheme",
     "username",
     "password",
@@ -166,7 +194,7 @@ _HOST_KEYS = {
     "faults",
     "control",
 }
-_SERVICE_KEYS = {"state", "start_mode"}
+_SERVICE_KEYS = {"state", "start_mode", "pending_s", "stuck"}
 _FEATURE_KEYS = {"smtp_server", "metabase"}
 _INSTANCE_KEYS = {
     "id",
@@ -178,6 +206,7 @@ _INSTANCE_KEYS = {
     "start_error",
     "start_hresult",
     "stuck",
+    "read_error",
 }
 _FAULT_KEYS = {
     "http_401",
@@ -255,7 +284,17 @@ def _service(value: Any, where: str, default_mode: str) -> ServiceSpec:
     state = _choice(data.get("state", "running"), SERVICE_STATES, f"{where}.state")
     mode = _choice(data.get("start_mode", default_mode), START_MODES, f"{where}.start_mode")
     start_mode, delayed = START_MODES[mode]
-    return ServiceSpec(SERVICE_STATES[state], start_mode, delayed)
+    pending_s = _number(data.get("pending_s", DEFAULT_PENDING_S), f"{where}.pending_s")
+    return ServiceSpec(SERVICE_STATES[state], start_mode, delayed, pending_s, _bool(data.get("stuck", False), f"{where}.stuck"))
+
+
+def _check_dependency(service: ServiceSpec, iisadmin: ServiceSpec, where: str) -> None:
+    """SMTPSVC depends on IISADMIN: the SCM starts IISADMIN first and stops SMTPSVC before it."""
+    allowed = ("Running", "Start Pending") if service.state == "Start Pending" else ("Running",)
+    if service.state != "Stopped" and iisadmin.state not in allowed:
+        raise ScenarioError(
+            f"{where}.service: SMTPSVC cannot be {service.state} while IISADMIN, which it depends on, is {iisadmin.state}"
+        )
 
 
 def _instance(value: Any, where: str, default_transition: float) -> InstanceSpec:
@@ -279,6 +318,9 @@ def _instance(value: Any, where: str, default_transition: float) -> InstanceSpec
     if not isinstance(hresult, str) or not _HRESULT.fullmatch(hresult):
         raise ScenarioError(f"{where}.start_hresult: expected 0x followed by 8 hex digits")
     transition = _number(data["transition_s"], f"{where}.transition_s") if "transition_s" in data else default_transition
+    read_error = data.get("read_error")
+    if read_error is not None:
+        read_error = _text(read_error, f"{where}.read_error")
     return InstanceSpec(
         id=ident,
         comment=comment,
@@ -289,6 +331,7 @@ def _instance(value: Any, where: str, default_transition: float) -> InstanceSpec
         start_error=start_error,
         start_hresult="0x" + hresult[2:].upper(),
         stuck=_bool(data.get("stuck", False), f"{where}.stuck"),
+        read_error=read_error,
     )
 
 
@@ -373,7 +416,8 @@ def _host(name: str, data: dict[str, Any]) -> HostSpec:
     if len(set(ids)) != len(ids):
         raise ScenarioError(f"{where}.instances: duplicate id")
 
-    auth = _choice(data.get("auth", "basic"), ("basic", "ntlm"), f"{where}.auth")
+    # NTLM: what a workgroup fleet is reached with; Basic also needs allow_unencrypted or HTTPS.
+    auth = _choice(data.get("auth", "ntlm"), ("basic", "ntlm"), f"{where}.auth")
     scheme = _choice(data.get("scheme", "http"), ("http", "https"), f"{where}.scheme")
     username = _text(data.get("username", "Administrator"), f"{where}.username")
     if ":" in username:
@@ -389,15 +433,26 @@ def _host(name: str, data: dict[str, Any]) -> HostSpec:
     raw_faults = _mapping(data.get("faults"), f"{where}.faults")
     _check_keys(raw_faults, _FAULT_KEYS, f"{where}.faults")
     faults = tuple(spec for key, value in raw_faults.items() if (spec := _fault(key, value, f"{where}.faults.{key}")) is not None)
+    connection = _choice(data.get("connection", "winrm"), CONNECTIONS, f"{where}.connection")
+    for spec in faults:
+        if connection == "ssh" and spec.name in WSMAN_FAULTS:
+            raise ScenarioError(f"{where}.faults.{spec.name}: a WS-Management fault; this host's connection is ssh")
+    service = _service(data.get("service"), f"{where}.service", "auto")
+    iisadmin = _service(data.get("iisadmin"), f"{where}.iisadmin", "auto")
+    if smtp:
+        _check_dependency(service, iisadmin, where)
     return HostSpec(
         name=name,
         os=os_spec,
-        service=_service(data.get("service"), f"{where}.service", "auto"),
-        iisadmin=_service(data.get("iisadmin"), f"{where}.iisadmin", "auto"),
+        service=service,
+        iisadmin=iisadmin,
         smtp_server=smtp,
         metabase=metabase,
         instances=instances if smtp else (),
+        connection=connection,
+        default_shell=_choice(data.get("default_shell", "cmd"), DEFAULT_SHELLS, f"{where}.default_shell"),
         auth=auth,
+        allow_unencrypted=_bool(data.get("allow_unencrypted", False), f"{where}.allow_unencrypted"),
         scheme=scheme,
         username=username,
         password=password,

@@ -8,6 +8,7 @@ the WinRM server hands them over: command, arguments, and stdin.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from typing import Any
 
@@ -56,6 +57,22 @@ def raw_request(host: Host, payload: str) -> dict[str, Any]:
 
 def b64json(value: Any) -> str:
     return base64.b64encode(json.dumps(value).encode()).decode()
+
+
+def _no_case_twins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len({key.upper() for key, _value in pairs}) < len({key for key, _value in pairs}):
+        raise ValueError("ConvertFrom-Json refuses keys that differ only in case")
+    return dict(pairs)
+
+
+def echoed_action(payload: str) -> str | None:
+    """The action the agent echoes: the request's, when the request parses and it is a string."""
+    try:
+        data = json.loads(base64.b64decode(payload, validate=True), object_pairs_hook=_no_case_twins)
+    except ValueError:
+        return None
+    action = data.get("action") if isinstance(data, dict) else None
+    return action if isinstance(action, str) else None
 
 
 def apply_request(steps: Any, **extra: Any) -> dict[str, Any]:
@@ -156,7 +173,7 @@ def test_bootstrap_errors_come_back_as_powershell_errors() -> None:
         b"": "Invalid JSON primitive",
     }
     for given, message in cases.items():
-        outcome = host.run_command(command, arguments, lambda given=given: given)
+        outcome = host.run_command(command, arguments, functools.partial(bytes, given))
         assert outcome.exit_code == 1 and outcome.stdout == b""
         assert outcome.stderr.startswith(b"#< CLIXML\r\n") and message.encode() in outcome.stderr
     assert host.dump()["operations"] == [] and host.observes == 0
@@ -204,7 +221,42 @@ def test_decode_and_extract_are_inverse_of_build() -> None:
         (b64json(apply_request([{**START_1, "via": []}])), "bad_request", "step 1: via must be a non-empty list"),
         (b64json(apply_request([{**START_1, "via": "method"}])), "bad_request", "step 1: via must be a non-empty list"),
         (b64json(apply_request([{**START_1, "via": ["wmi"]}])), "bad_request", "step 1: via entries must be one of: method, server_command"),
-        (b64json(apply_request([{"op": "start_service", "service": "W3SVC"}])), "bad_request", "step 1: service must be SMTPSVC"),
+        (b64json(apply_request([{"op": "continue_service", "service": "W3SVC"}])), "bad_request", "step 1: service must be SMTPSVC"),
+        (b64json(apply_request([{"op": "continue_service", "service": "IISADMIN"}])), "bad_request", "step 1: service must be SMTPSVC"),
+        (b64json(apply_request([{"op": "start_service", "service": "W3SVC"}])), "bad_request", "step 1: service must be one of: SMTPSVC, IISADMIN"),
+        # Exact values: a one-element list is not its element, whatever -contains makes of it.
+        (b64json({"protocol": 1, "action": ["observe"]}), "bad_request", "action must be observe or apply"),
+        (b64json(apply_request([{"op": ["start_service"], "service": "SMTPSVC"}])), "bad_request", "step 1: op must be one of"),
+        (b64json(apply_request([{"op": "start_service", "service": ["SMTPSVC"]}])), "bad_request", "step 1: service must be one of"),
+        (b64json(apply_request([{"op": "continue_service", "service": ["SMTPSVC"]}])), "bad_request", "step 1: service must be SMTPSVC"),
+        (b64json(apply_request([{**START_1, "command": ["start"]}])), "bad_request", "step 1: command must be one of"),
+        (b64json(apply_request([{**START_1, "via": [["method"]]}])), "bad_request", "step 1: via entries must be one of"),
+        (b64json(apply_request([{**START_1, "id": [1]}])), "bad_request", "step 1: id must be an integer >= 1"),
+        (
+            b64json(apply_request([{"op": "set_start_mode", "service": "SMTPSVC", "start_mode": ["auto"]}])),
+            "bad_request",
+            "step 1: start_mode must be one of",
+        ),
+        # Keys are case-sensitive, though PowerShell's property lookup is not.
+        (b64json({"protocol": 1, "Action": "observe"}), "bad_request", "action must be observe or apply"),
+        (b64json({"Protocol": 1, "action": "observe"}), "unsupported_protocol", "protocol  is not supported"),
+        (b64json(apply_request([{"OP": "start_service", "service": "SMTPSVC"}])), "bad_request", "step 1: op must be one of"),
+        (b64json(apply_request([{**START_1, "VIA": ["method"], "via": None}])), "bad_request", "the request is not base64 of JSON: Cannot convert"),
+        (
+            base64.b64encode(b'{"protocol": 1, "action": "observe", "ACTION": "apply"}').decode(),
+            "bad_request",
+            "the request is not base64 of JSON: Cannot convert the JSON string because a dictionary that was converted "
+            "from the string contains the duplicated keys 'action' and 'ACTION'.",
+        ),
+        # What the settle wait watches: two lists of closed-set values.
+        (b64json(apply_request([], watch=["SMTPSVC"])), "bad_request", "watch must be an object"),
+        (b64json(apply_request([], watch={"services": ["SMTPSVC"]})), "bad_request", "watch must have the lists services and instances"),
+        (b64json(apply_request([], watch={"services": "SMTPSVC", "instances": []})), "bad_request", "watch must have the lists"),
+        (b64json(apply_request([], watch={"services": ["W3SVC"], "instances": []})), "bad_request", "watch services must be one of: SMTPSVC, IISADMIN"),
+        (b64json(apply_request([], watch={"services": [["SMTPSVC"]], "instances": []})), "bad_request", "watch services must be one of"),
+        (b64json(apply_request([], watch={"services": [], "instances": [0]})), "bad_request", "watch instances must be an integer >= 1"),
+        (b64json(apply_request([], watch={"services": [], "instances": ["1"]})), "bad_request", "watch instances must be an integer >= 1"),
+        (b64json(apply_request([], watch={"Services": [], "instances": []})), "bad_request", "watch must have the lists"),
         (
             b64json(apply_request([{"op": "set_start_mode", "service": "SMTPSVC", "start_mode": "Automatic"}])),
             "bad_request",
@@ -217,7 +269,8 @@ def test_malformed_requests_get_the_agents_refusal_and_change_nothing(payload: s
     document = raw_request(host, payload)
     assert set(document) == TOP_KEYS
     assert document["ok"] is False
-    assert document["action"] is None and document["observation"] is None
+    # The agent echoes the request's action whenever it is a string, even in a refusal.
+    assert document["action"] == echoed_action(payload) and document["observation"] is None
     assert document["steps"] == [] and document["settled"] is False
     assert document["error"]["type"] == type_name
     assert document["error"]["hresult"] is None
@@ -305,7 +358,7 @@ def test_agent_output_nonzero_exit_runs_nothing() -> None:
 
 def test_service_start_error_fails_start_service_the_given_number_of_times() -> None:
     host = host_of({"service": {"state": "stopped"}, "faults": {"service_start_error": {"message": "Error 1053: no timely response", "times": 1}}})
-    start = apply_request([{"op": "start_service", "service": "SMTPSVC"}])
+    start = apply_request([{"op": "start_service", "service": "SMTPSVC"}], settle_timeout_s=5)
     first = decode_line(run(host, start).stdout)
     assert first["steps"][0]["error"]["message"] == "Error 1053: no timely response"
     assert first["observation"]["services"]["SMTPSVC"]["state"] == "Stopped"
@@ -328,7 +381,7 @@ def test_http_401_is_counted_through_fault_fires() -> None:
 
 
 def test_the_collections_transport_and_the_simulator_agree() -> None:
-    from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _transport
+    from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _protocol, _transport
 
     host = host_of({"instances": [{"id": 2, "state": "stopped", "transition_s": 0}]})
     request = {
@@ -342,6 +395,6 @@ def test_the_collections_transport_and_the_simulator_agree() -> None:
     # What the winrm connection plugin's exec_command does with an encoded command.
     parts = command_line.split(" ")
     outcome = host.run_command(parts[0], parts[1:], lambda: stdin)
-    document = _transport.parse_output(outcome.exit_code, outcome.stdout, outcome.stderr)
+    document = _protocol.parse_output(outcome.exit_code, outcome.stdout, outcome.stderr)
     assert document["ok"] is True
     assert document["observation"]["instances"][0]["server_state"] == 2

@@ -62,8 +62,13 @@ def observe(host: Host) -> dict[str, Any]:
     return observation
 
 
-def apply(host: Host, steps: list[dict[str, Any]], timeout: int = 0, poll_ms: int = 10) -> dict[str, Any]:
-    document = call(host, {"protocol": 1, "action": "apply", "steps": steps, "settle_timeout_s": timeout, "poll_ms": poll_ms})
+def apply(
+    host: Host, steps: list[dict[str, Any]], timeout: int = 0, poll_ms: int = 10, watch: dict[str, list[Any]] | None = None
+) -> dict[str, Any]:
+    request: dict[str, Any] = {"protocol": 1, "action": "apply", "steps": steps, "settle_timeout_s": timeout, "poll_ms": poll_ms}
+    if watch is not None:
+        request["watch"] = watch
+    document = call(host, request)
     assert document["ok"] is True, document["error"]
     return document
 
@@ -174,9 +179,12 @@ def test_stuck_transition_never_completes_and_apply_reports_unsettled() -> None:
     assert states(document["observation"]) == {1: 1}
     clock.advance(3600)
     assert states(observe(host)) == {1: 1}
-    refused = apply(host, [instance(1, "stop")])["steps"][0]
+    refused = apply(host, [instance(1, "stop")], timeout=3)["steps"][0]
     assert refused["ok"] is False
-    assert refused["error"]["hresult"] == "0x80070425"
+    assert [(attempt["error"]["hresult"], attempt["error"]["type"]) for attempt in refused["attempts"]] == [
+        ("0x80070425", "System.Runtime.InteropServices.COMException"),
+        (None, "no_effect"),
+    ]
 
 
 def test_apply_polls_in_real_time_until_settled() -> None:
@@ -203,12 +211,14 @@ def test_start_error_keeps_the_instance_stopped() -> None:
             ]
         }
     )
-    document = apply(host, [instance(3, "start", ["method"]), instance(4, "start", ["server_command"])])
+    document = apply(host, [instance(3, "start", ["method"]), instance(4, "start", ["server_command"])], timeout=3)
     first, second = document["steps"]
     assert first["ok"] is False
     assert first["error"]["message"] == "binding conflict"
     assert first["error"]["hresult"] == "0x80070034"
-    assert second["error"]["hresult"] == "0x8007274C"
+    # ServerCommand reports nothing back: the write succeeds and ServerState stays where it was.
+    assert second["ok"] is False
+    assert second["error"] == {"message": "ServerCommand 1 was written; ServerState stayed 4", "hresult": None, "type": "no_effect"}
     assert states(document["observation"]) == {3: 4, 4: 4}
     assert [item["auto_start"] for item in document["observation"]["instances"]] == [False, False]
 
@@ -266,7 +276,7 @@ def test_start_service_brings_up_auto_start_instances_only() -> None:
         },
         clock,
     )
-    document = apply(host, [service("start_service")])
+    document = apply(host, [service("start_service")], timeout=5, poll_ms=100, watch={"services": ["SMTPSVC"], "instances": []})
     assert document["steps"][0] == {
         "op": "start_service",
         "id": None,
@@ -274,10 +284,12 @@ def test_start_service_brings_up_auto_start_instances_only() -> None:
         "ok": True,
         "attempts": [{"via": "service", "ok": True, "error": None}],
         "error": None,
+        "state": "Running",
     }
     assert smtpsvc(document["observation"])["state"] == "Running"
     assert document["observation"]["services"]["IISADMIN"]["state"] == "Running"
     assert states(document["observation"]) == {1: 1, 2: 4, 3: 4}
+    assert host.dump()["operations"][0]["effects"] == ["IISADMIN Stopped -> Start Pending", "SMTPSVC Stopped -> Start Pending"]
     clock.advance(1)
     assert states(observe(host)) == {1: 2, 2: 4, 3: 4}
 
@@ -287,21 +299,21 @@ def test_starting_an_instance_while_the_service_is_stopped_restarts_the_service(
     host = host_of(
         {"service": {"state": "stopped"}, "instances": [{"id": 1, "state": "started"}, {"id": 2, "state": "stopped"}, {"id": 3, "state": "stopped"}]}, clock
     )
-    document = apply(host, [instance(2, "start")])
+    document = apply(host, [instance(2, "start", ["method"])])
     assert document["steps"][0]["ok"] is True
-    assert smtpsvc(document["observation"])["state"] == "Running"
+    assert smtpsvc(document["observation"])["state"] == "Start Pending"
     clock.advance(1)
     observation = observe(host)
     assert states(observation) == {1: 2, 2: 2, 3: 4}
     assert [item["auto_start"] for item in observation["instances"]] == [True, True, False]
     effects = host.dump()["operations"][0]["effects"]
-    assert "SMTPSVC Stopped -> Running" in effects
+    assert "SMTPSVC Stopped -> Start Pending" in effects
 
 
 def test_stopping_an_instance_while_the_service_is_stopped_keeps_it_down_on_restart() -> None:
     clock = SteppedClock()
     host = host_of({"service": {"state": "stopped"}, "instances": [{"id": 1, "state": "started"}]}, clock)
-    document = apply(host, [instance(1, "stop"), service("start_service")])
+    document = apply(host, [instance(1, "stop", ["method"]), service("start_service")])
     assert [step["ok"] for step in document["steps"]] == [True, True]
     clock.advance(1)
     observation = observe(host)
@@ -326,6 +338,7 @@ def test_disabled_service_refuses_to_start_until_its_start_mode_changes() -> Non
             service("set_start_mode", start_mode="auto"),
             service("start_service"),
         ],
+        timeout=5,
     )
     oks = [step["ok"] for step in document["steps"]]
     assert oks == [False, False, True, True]
@@ -336,20 +349,17 @@ def test_disabled_service_refuses_to_start_until_its_start_mode_changes() -> Non
 
 
 def test_paused_service_shows_started_instances_paused_until_continued() -> None:
-    host = host_of({"service": {"state": "paused"}, "instances": [{"id": 1, "state": "started"}, {"id": 2, "state": "stopped"}]})
+    clock = SteppedClock()
+    host = host_of({"service": {"state": "paused"}, "instances": [{"id": 1, "state": "started"}, {"id": 2, "state": "stopped"}]}, clock)
     observation = observe(host)
     assert smtpsvc(observation)["state"] == "Paused"
     assert states(observation) == {1: 6, 2: 4}
-    refused = apply(host, [instance(2, "start")])["steps"][0]
+    refused = apply(host, [instance(2, "start", ["method"])])["steps"][0]
     assert refused["error"]["hresult"] == "0x80070425"
-    document = apply(host, [service("continue_service")])
+    document = apply(host, [service("continue_service")], timeout=5)
+    assert document["steps"][0]["state"] == "Running"
     assert smtpsvc(document["observation"])["state"] == "Running"
     assert states(document["observation"]) == {1: 2, 2: 4}
-
-
-def test_continue_service_on_a_stopped_service_fails() -> None:
-    step = apply(host_of({"service": {"state": "stopped"}}), [service("continue_service")])["steps"][0]
-    assert step["error"]["hresult"] == "0x80070426"
 
 
 @pytest.mark.parametrize(
@@ -376,6 +386,327 @@ def test_disabled_iisadmin_makes_smtpsvc_fail_its_dependency() -> None:
     host = host_of({"service": {"state": "stopped"}, "iisadmin": {"state": "stopped", "start_mode": "disabled"}})
     step = apply(host, [service("start_service")])["steps"][0]
     assert step["error"]["hresult"] == "0x8007042C"
+
+
+# ------------------------------------------- Windows: services and their pending states
+#
+# These call the Windows model directly, as the agent's Windows calls would
+# reach it; each pins one behaviour of docs/windows-facts.md and fails if the
+# simulator answers more kindly than Windows does.
+
+
+def stopped_host(clock: SteppedClock, **service: Any) -> Host:
+    return host_of({"service": {"state": "stopped", **service}, "instances": [{"id": 1, "state": "started"}]}, clock)
+
+
+def test_model_service_start_returns_while_the_service_is_start_pending() -> None:
+    clock = SteppedClock()
+    windows = stopped_host(clock, pending_s=2).windows
+    assert windows.service_start("SMTPSVC", []) is None
+    assert windows.win32_service("SMTPSVC")["state"] == "Start Pending"
+    assert windows.controller_status("SMTPSVC") == "StartPending"
+    clock.advance(1.9)
+    assert windows.win32_service("SMTPSVC")["state"] == "Start Pending"
+    clock.advance(0.2)
+    assert windows.win32_service("SMTPSVC")["state"] == "Running"
+
+
+def test_model_pending_lasts_a_short_while_by_default() -> None:
+    clock = SteppedClock()
+    windows = stopped_host(clock).windows
+    windows.service_start("SMTPSVC", [])
+    clock.advance(0.1)
+    assert windows.win32_service("SMTPSVC")["state"] == "Start Pending"
+    clock.advance(0.2)
+    assert windows.win32_service("SMTPSVC")["state"] == "Running"
+
+
+def test_model_a_stuck_service_stays_start_pending() -> None:
+    clock = SteppedClock()
+    windows = stopped_host(clock, stuck=True).windows
+    windows.service_start("SMTPSVC", [])
+    clock.advance(3600)
+    assert windows.win32_service("SMTPSVC")["state"] == "Start Pending"
+
+
+@pytest.mark.parametrize("advance", [0.0, 5.0], ids=["start-pending", "running"])
+def test_model_start_on_a_service_that_is_not_stopped_fails_with_1056(advance: float) -> None:
+    clock = SteppedClock()
+    windows = stopped_host(clock).windows
+    windows.service_start("SMTPSVC", [])
+    clock.advance(advance)
+    assert windows.service_start("SMTPSVC", []) == {
+        "message": "An instance of the service is already running.",
+        "hresult": "0x80070420",
+        "type": "System.ComponentModel.Win32Exception",
+    }
+
+
+def test_model_start_on_a_paused_service_fails_with_1056() -> None:
+    windows = host_of({"service": {"state": "paused"}}).windows
+    assert (windows.service_start("SMTPSVC", []) or {})["hresult"] == "0x80070420"
+
+
+def test_model_continue_on_a_pending_service_fails_with_1061() -> None:
+    clock = SteppedClock()
+    windows = host_of({"service": {"state": "paused"}}, clock).windows
+    assert windows.service_continue("SMTPSVC", []) is None
+    assert windows.win32_service("SMTPSVC")["state"] == "Continue Pending"
+    failure = windows.service_continue("SMTPSVC", []) or {}
+    assert (failure["hresult"], failure["message"]) == ("0x80070425", "The service cannot accept control messages at this time.")
+    stopped = stopped_host(clock).windows
+    stopped.service_start("SMTPSVC", [])
+    assert (stopped.service_continue("SMTPSVC", []) or {})["hresult"] == "0x80070425"
+
+
+def test_model_continue_on_a_stopped_service_fails_with_1062() -> None:
+    windows = stopped_host(SteppedClock()).windows
+    assert (windows.service_continue("SMTPSVC", []) or {})["hresult"] == "0x80070426"
+
+
+def test_model_instances_take_no_control_while_smtpsvc_is_start_pending() -> None:
+    clock = SteppedClock()
+    windows = stopped_host(clock).windows
+    windows.service_start("SMTPSVC", [])
+    assert (windows.adsi_method(1, "stop", []) or {})["hresult"] == "0x80070425"
+
+
+def test_model_smtpsvc_start_waits_for_iisadmin_which_starts_first() -> None:
+    clock = SteppedClock()
+    host = host_of({"service": {"state": "stopped", "pending_s": 1}, "iisadmin": {"state": "stopped", "start_mode": "manual", "pending_s": 2}}, clock)
+    windows = host.windows
+    assert windows.service_start("SMTPSVC", []) is None
+    assert (windows.win32_service("IISADMIN")["state"], windows.win32_service("SMTPSVC")["state"]) == ("Start Pending", "Start Pending")
+    clock.advance(2)
+    assert (windows.win32_service("IISADMIN")["state"], windows.win32_service("SMTPSVC")["state"]) == ("Running", "Start Pending")
+    clock.advance(1)
+    assert windows.win32_service("SMTPSVC")["state"] == "Running"
+
+
+def test_model_smtpsvc_stays_start_pending_behind_a_stuck_iisadmin() -> None:
+    clock = SteppedClock()
+    host = host_of({"service": {"state": "stopped"}, "iisadmin": {"state": "stopped", "start_mode": "manual", "stuck": True}}, clock)
+    host.windows.service_start("SMTPSVC", [])
+    clock.advance(3600)
+    assert host.windows.win32_service("SMTPSVC")["state"] == "Start Pending"
+
+
+def test_model_smtpsvc_start_with_iisadmin_disabled_fails_with_1068() -> None:
+    host = host_of({"service": {"state": "stopped"}, "iisadmin": {"state": "stopped", "start_mode": "disabled"}})
+    failure = host.windows.service_start("SMTPSVC", []) or {}
+    assert (failure["hresult"], failure["message"]) == ("0x8007042C", "The dependency service or group failed to start.")
+    assert host.windows.win32_service("SMTPSVC")["state"] == "Stopped"
+
+
+# -------------------------------------------------- Windows: the metabase and IISADMIN
+
+
+def test_model_metabase_bind_with_iisadmin_disabled_fails_with_0x80070422() -> None:
+    host = host_of({"service": {"state": "stopped"}, "iisadmin": {"state": "stopped", "start_mode": "disabled"}})
+    failure = host.windows.metabase_bind() or {}
+    assert failure["hresult"] == "0x80070422"
+    assert host.windows.win32_service("IISADMIN")["state"] == "Stopped"
+
+
+def test_model_metabase_bind_demand_starts_a_stopped_iisadmin() -> None:
+    host = host_of({"service": {"state": "stopped"}, "iisadmin": {"state": "stopped", "start_mode": "manual"}})
+    assert host.windows.metabase_bind() is None
+    assert host.windows.win32_service("IISADMIN")["state"] == "Running"
+    assert [(event["event"], event["service"]) for event in host.dump()["events"]] == [("demand_start", "IISADMIN")]
+
+
+def test_model_smtpsvc_cannot_run_without_iisadmin_in_a_scenario() -> None:
+    with pytest.raises(ScenarioError, match=r"SMTPSVC cannot be Running while IISADMIN, which it depends on, is Stopped"):
+        host_of({"iisadmin": {"state": "stopped"}})
+
+
+# ------------------------------------------------ Windows: ServerCommand and ServerState
+
+
+def test_model_server_command_written_while_smtpsvc_is_stopped_does_nothing() -> None:
+    clock = SteppedClock()
+    host = host_of({"service": {"state": "stopped"}, "instances": [{"id": 1, "state": "stopped"}]}, clock)
+    windows = host.windows
+    effects: list[str] = []
+    assert windows.write_server_command(1, "start", effects) is None
+    clock.advance(5)
+    assert windows.win32_service("SMTPSVC")["state"] == "Stopped"
+    windows.service_start("SMTPSVC", [])
+    clock.advance(5)
+    # Volatile and never read: the service comes back without the instance.
+    assert (windows.win32_service("SMTPSVC")["state"], windows.server_state(1)) == ("Running", 4)
+    assert "nobody reads it" in effects[0]
+
+
+def test_model_server_command_takes_effect_only_once_smtpsvc_reads_it() -> None:
+    clock = SteppedClock()
+    windows = host_of({"instances": [{"id": 1, "state": "stopped", "transition_s": 1}]}, clock).windows
+    assert windows.write_server_command(1, "start", []) is None
+    assert windows.server_state(1) == 4
+    clock.advance(0.1)
+    assert windows.server_state(1) == 1
+
+
+def test_model_server_state_is_empty_once_smtpsvc_stopped_and_stale_while_it_starts() -> None:
+    clock = SteppedClock()
+    windows = stopped_host(clock, pending_s=1).windows
+    assert windows.server_state(1) is None
+    windows.service_start("SMTPSVC", [])
+    assert windows.server_state(1) == 4
+    clock.advance(1)
+    assert windows.server_state(1) == 1
+
+
+# ------------------------------------------------------------ the agent on top of it
+
+
+def test_agent_start_service_waits_until_smtpsvc_runs_and_says_so() -> None:
+    clock = SteppedClock()
+    host = stopped_host(clock, pending_s=2)
+    document = apply(host, [service("start_service")], timeout=10, poll_ms=100)
+    step = document["steps"][0]
+    assert (step["ok"], step["state"]) == (True, "Running")
+    assert clock.now >= 102.0
+    assert smtpsvc(document["observation"])["state"] == "Running"
+
+
+def test_agent_start_service_wait_is_bounded_by_the_settle_deadline() -> None:
+    clock = SteppedClock()
+    host = stopped_host(clock, stuck=True)
+    document = apply(host, [service("start_service")], timeout=3, poll_ms=500)
+    step = document["steps"][0]
+    assert (step["ok"], step["state"]) == (True, "StartPending")
+    assert document["settled"] is False
+    assert 103.0 <= clock.now < 104.0
+
+
+def test_agent_sends_no_start_to_a_service_that_is_not_stopped() -> None:
+    host = host_of({})
+    step = apply(host, [service("start_service")])["steps"][0]
+    assert step == {
+        "op": "start_service",
+        "id": None,
+        "command": None,
+        "ok": False,
+        "attempts": [{"via": "service", "ok": False, "error": step["error"]}],
+        "error": {"message": "SMTPSVC is Running, not Stopped: the control was not sent", "hresult": None, "type": "wrong_state"},
+        "state": "Running",
+    }
+    assert host.dump()["operations"] == []
+
+
+def test_agent_sends_no_continue_to_a_service_that_is_not_paused() -> None:
+    host = stopped_host(SteppedClock())
+    step = apply(host, [service("continue_service")])["steps"][0]
+    assert (step["error"]["type"], step["state"]) == ("wrong_state", "Stopped")
+    assert host.dump()["operations"] == []
+
+
+def test_agent_can_start_iisadmin_alone() -> None:
+    clock = SteppedClock()
+    host = host_of({"service": {"state": "stopped"}, "iisadmin": {"state": "stopped", "start_mode": "manual"}}, clock)
+    document = apply(host, [{"op": "start_service", "service": "IISADMIN"}], timeout=5)
+    assert document["steps"][0]["state"] == "Running"
+    assert [smtpsvc(document["observation"])["state"], document["observation"]["services"]["IISADMIN"]["state"]] == ["Stopped", "Running"]
+    assert host.dump()["operations"][0]["target"] == "IISADMIN"
+
+
+def test_agent_server_command_is_ok_only_when_server_state_moves() -> None:
+    clock = SteppedClock()
+    host = host_of({"control": "server_command", "instances": [{"id": 1, "state": "stopped"}, {"id": 2, "state": "stopped", "start_error": "in use"}]}, clock)
+    document = apply(host, [instance(1, "start", ["server_command"]), instance(2, "start", ["server_command"])], timeout=10)
+    moved, ignored = document["steps"]
+    assert moved["ok"] is True
+    assert ignored["ok"] is False
+    assert ignored["error"] == {"message": "ServerCommand 1 was written; ServerState stayed 4", "hresult": None, "type": "no_effect"}
+    # Watched briefly (about 2 s), not for the whole settle timeout.
+    assert clock.now < 103.0
+
+
+def test_agent_writes_no_server_command_while_smtpsvc_is_not_running() -> None:
+    clock = SteppedClock()
+    host = host_of({"service": {"state": "stopped"}, "instances": [{"id": 1, "state": "stopped"}]}, clock)
+    step = apply(host, [instance(1, "start", ["server_command"])], timeout=3)["steps"][0]
+    assert step["error"] == {
+        "message": "SMTPSVC is Stopped: only a running SMTPSVC reads ServerCommand; it was not written",
+        "hresult": None,
+        "type": "wrong_state",
+    }
+    assert host.dump()["operations"] == []
+    assert smtpsvc(observe(host))["state"] == "Stopped"
+
+
+def test_agent_observe_does_not_bind_the_metabase_while_iisadmin_is_stopped() -> None:
+    host = host_of({"service": {"state": "stopped"}, "iisadmin": {"state": "stopped", "start_mode": "manual"}})
+    observation = observe(host)
+    assert observation["metabase"] == {
+        "ok": False,
+        "error": {
+            "message": "IISADMIN state: Stopped; the metabase was not read, because binding it would start IISADMIN",
+            "hresult": None,
+            "type": "iisadmin_not_running",
+        },
+    }
+    assert observation["instances"] == []
+    assert observation["services"]["IISADMIN"]["state"] == "Stopped"
+    dump = host.dump()
+    assert dump["events"] == [] and dump["iisadmin"]["state"] == "Stopped"
+
+
+def test_agent_observe_names_a_disabled_iisadmin_without_binding() -> None:
+    host = host_of({"service": {"state": "stopped"}, "iisadmin": {"state": "stopped", "start_mode": "disabled"}})
+    observation = observe(host)
+    assert observation["metabase"]["error"]["type"] == "iisadmin_not_running"
+    assert observation["services"]["IISADMIN"]["start_mode"] == "Disabled"
+
+
+def test_agent_reports_server_state_null_while_smtpsvc_is_not_running() -> None:
+    clock = SteppedClock()
+    host = stopped_host(clock, pending_s=1)
+    host.windows.service_start("SMTPSVC", [])
+    # Windows still reads the 4 SMTPSVC last wrote; the agent does not pass it on.
+    assert host.windows.server_state(1) == 4
+    observation = observe(host)
+    assert (smtpsvc(observation)["state"], states(observation)) == ("Start Pending", {1: None})
+    clock.advance(1)
+    assert states(observe(host)) == {1: 1}
+
+
+def test_agent_reports_an_unreadable_instance_and_keeps_the_others() -> None:
+    host = host_of({"instances": [{"id": 1}, {"id": 2, "read_error": "The RPC server is unavailable."}, {"id": 3, "state": "stopped"}]})
+    observation = observe(host)
+    assert observation["metabase"]["ok"] is True
+    assert states(observation) == {1: 2, 2: None, 3: 4}
+    unreadable = observation["instances"][1]
+    assert unreadable["error"] == {"message": "The RPC server is unavailable.", "hresult": "0x80004005", "type": "System.Runtime.InteropServices.COMException"}
+    assert (unreadable["server_comment"], unreadable["auto_start"]) == (None, None)
+
+
+def test_agent_settle_waits_only_for_the_services_it_watches() -> None:
+    clock = SteppedClock()
+    host = host_of({"service": {"state": "stopped"}, "iisadmin": {"state": "start pending", "stuck": True}}, clock)
+    watched = apply(host, [], timeout=30, poll_ms=500, watch={"services": ["SMTPSVC"], "instances": []})
+    assert watched["settled"] is True and clock.now == 100.0
+    everything = apply(host, [], timeout=30, poll_ms=500)
+    assert everything["settled"] is False and clock.now >= 130.0
+
+
+def test_agent_settle_waits_only_for_the_instances_it_watches() -> None:
+    clock = SteppedClock()
+    host = host_of({"instances": [{"id": 1, "state": "stopped", "transition_s": 1}, {"id": 2, "state": "starting", "stuck": True}]}, clock)
+    document = apply(host, [instance(1, "start", ["method"])], timeout=30, poll_ms=100, watch={"services": ["SMTPSVC"], "instances": [1]})
+    assert document["settled"] is True
+    assert states(document["observation"]) == {1: 2, 2: 1}
+    assert clock.now < 102.0
+
+
+def test_agent_watch_on_a_started_service_does_not_wait_for_its_start() -> None:
+    clock = SteppedClock()
+    host = stopped_host(clock, stuck=True)
+    document = apply(host, [service("start_service")], timeout=2, poll_ms=500, watch={"services": [], "instances": []})
+    # The step itself still waits (bounded); the settle loop then has nothing to wait for.
+    assert document["steps"][0]["state"] == "StartPending"
+    assert document["settled"] is True
 
 
 # ------------------------------------------------------- features and access
@@ -422,7 +753,7 @@ def test_access_denied_reads_services_but_not_the_metabase_and_changes_nothing()
     assert [step["ok"] for step in document["steps"]] == [False, False, False]
     assert "Access is denied." in document["steps"][0]["error"]["message"]
     assert document["steps"][1]["error"]["hresult"] == "0x80070005"
-    assert document["steps"][2]["error"]["hresult"] == "0x80070005"
+    assert document["steps"][2]["attempts"][0]["error"]["hresult"] == "0x80070005"
     assert smtpsvc(document["observation"])["start_mode"] == "Manual"
     assert smtpsvc(document["observation"])["state"] == "Stopped"
 
@@ -438,8 +769,8 @@ def test_access_denied_reads_services_but_not_the_metabase_and_changes_nothing()
     ],
 )
 def test_control_modes_decide_which_way_works(control: str, via: list[str], attempts: list[tuple[str, str | None]], ok: bool) -> None:
-    host = host_of({"control": control, "instances": [{"id": 1, "state": "stopped", "transition_s": 0}]})
-    document = apply(host, [instance(1, "start", via)])
+    host = host_of({"control": control, "instances": [{"id": 1, "state": "stopped", "transition_s": 0}]}, SteppedClock())
+    document = apply(host, [instance(1, "start", via)], timeout=5)
     step = document["steps"][0]
     assert step["ok"] is ok
     assert [(a["via"], (a["error"] or {}).get("hresult")) for a in step["attempts"]] == attempts
@@ -456,7 +787,7 @@ def test_every_control_operation_is_logged_and_observes_are_counted_apart() -> N
     host = host_of({"service": {"state": "stopped", "start_mode": "manual"}, "instances": [{"id": 1, "state": "stopped"}]}, clock)
     observe(host)
     observe(host)
-    apply(host, [service("set_start_mode", start_mode="delayed-auto"), service("start_service"), instance(1, "start", ["server_command"])])
+    apply(host, [service("set_start_mode", start_mode="delayed-auto"), service("start_service"), instance(1, "start", ["server_command"])], timeout=5)
     dump = host.dump()
     assert dump["observes"] == 2
     assert dump["applies"] == 1
@@ -466,7 +797,9 @@ def test_every_control_operation_is_logged_and_observes_are_counted_apart() -> N
         ("start_service", "SMTPSVC", None, "service", True),
         ("instance", "SMTPSVC/1", "start", "server_command", True),
     ]
-    assert all(op["time"] == 1_700_000_100.0 and op["error"] is None for op in ops)
+    assert all(op["error"] is None for op in ops)
+    # The start waited for SMTPSVC to run before the ServerCommand was written.
+    assert ops[0]["time"] == ops[1]["time"] == 1_700_000_100.0 < ops[2]["time"]
 
 
 def test_a_compliant_host_gets_no_operations_from_observes() -> None:
@@ -488,7 +821,7 @@ def test_reboot_after_first_observe_changes_what_an_apply_meets() -> None:
     second = observe(host)
     assert smtpsvc(second)["state"] == "Stopped"
     assert states(second) == {1: None}
-    apply(host, [service("start_service")])
+    apply(host, [service("start_service")], timeout=5)
     clock.advance(1)
     third = observe(host)
     assert states(third) == {1: 2}
@@ -642,6 +975,13 @@ def test_load_reads_yaml_and_names_the_file_in_errors(tmp_path: Path) -> None:
         ({"hosts": {"a": {"service": {"state": "asleep"}}}}, r"host 'a'\.service\.state: 'asleep' is not one of"),
         ({"hosts": {"a": {"service": {"start_mode": "boot"}}}}, r"host 'a'\.service\.start_mode"),
         ({"hosts": {"a": {"service": {"mode": "auto"}}}}, r"host 'a'\.service: unknown key 'mode'"),
+        ({"hosts": {"a": {"service": {"pending_s": -1}}}}, r"host 'a'\.service\.pending_s: expected a number >= 0"),
+        ({"hosts": {"a": {"iisadmin": {"stuck": "yes"}}}}, r"host 'a'\.iisadmin\.stuck: expected true or false"),
+        (
+            {"hosts": {"a": {"service": {"state": "start pending"}, "iisadmin": {"state": "stop pending"}}}},
+            r"SMTPSVC cannot be Start Pending while IISADMIN, which it depends on, is Stop Pending",
+        ),
+        ({"hosts": {"a": {"instances": [{"id": 1, "read_error": ""}]}}}, r"instances\[0\]\.read_error: expected a non-empty"),
         ({"hosts": {"a": {"features": {"ftp": True}}}}, r"host 'a'\.features: unknown key 'ftp'"),
         ({"hosts": {"a": {"features": {"metabase": "no"}}}}, r"host 'a'\.features\.metabase: expected true or false"),
         ({"hosts": {"a": {"instances": [{"id": 1}, {"id": 1}]}}}, r"host 'a'\.instances: duplicate id"),

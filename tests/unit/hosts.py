@@ -36,9 +36,16 @@ def win_error(message: str, hresult: str | None, type_name: str = "COMException"
     return {"message": message, "hresult": hresult, "type": type_name}
 
 
+def unread(iisadmin_state: str = "Stopped", start_mode: str = "Manual", smtp: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An observation of a host whose IISADMIN does not run: the agent did not bind the metabase."""
+    message = "IISADMIN state: %s; the metabase was not read, because binding it would start IISADMIN" % iisadmin_state
+    return observation(smtp=smtp or service("Stopped", "Manual"), iisadmin=service(iisadmin_state, start_mode),
+                       metabase_error=win_error(message, None, "iisadmin_not_running"))
+
+
 def observation(instances: list[dict[str, Any]] | None = None, smtp: dict[str, Any] | None = None,
                 build: int = 17763, metabase_error: dict[str, Any] | None = None,
-                is_admin: bool = True) -> dict[str, Any]:
+                is_admin: bool = True, iisadmin: dict[str, Any] | None = None) -> dict[str, Any]:
     caption = "Microsoft Windows Server 2025 Standard" if build >= 26100 else \
         "Microsoft Windows Server 2019 Standard"
     return {
@@ -46,7 +53,7 @@ def observation(instances: list[dict[str, Any]] | None = None, smtp: dict[str, A
         "computer_name": "RELAY01",
         "ps_version": "5.1.17763.1",
         "is_admin": is_admin,
-        "services": {"SMTPSVC": smtp or service(), "IISADMIN": service()},
+        "services": {"SMTPSVC": smtp or service(), "IISADMIN": iisadmin or service()},
         "metabase": {"ok": metabase_error is None, "error": metabase_error},
         "instances": [] if metabase_error is not None else
         (instances if instances is not None else [inst(1)]),

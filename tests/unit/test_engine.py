@@ -6,7 +6,7 @@ import pytest
 
 from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _engine
 from ansible_collections.mailops.iis_smtp.plugins.plugin_utils._engine import EnforceArgs, enforce, info
-from ansible_collections.mailops.iis_smtp.plugins.plugin_utils._transport import AgentError
+from ansible_collections.mailops.iis_smtp.plugins.plugin_utils._protocol import AgentError
 
 from .hosts import Clock, Replay, inst, load, observation, response, service, step_result, win_error
 
@@ -192,7 +192,8 @@ def test_stuck_transition_times_out_with_the_last_state():
 
 def test_transitional_instance_is_waited_out_with_an_empty_apply():
     result, call = run(load("enforce_wait_transitional.json"), timeout=10)
-    assert call.requests[1] == {"protocol": 1, "action": "apply", "steps": [], "settle_timeout_s": 9, "poll_ms": 500}
+    assert call.requests[1] == {"protocol": 1, "action": "apply", "steps": [], "settle_timeout_s": 9, "poll_ms": 500,
+                                "watch": {"services": [], "instances": [1]}}
     assert result["changed"] is False and result["compliant"] is True and result["operations"] == []
 
 
@@ -362,7 +363,9 @@ def test_service_that_never_settles_times_out():
     pending = observation([inst(1, 2)], smtp=service("Start Pending"))
     result = outcome([response(pending), response(pending, "apply", [], settled=False)], timeout=5)
     assert result["reason"] == "timeout"
-    assert result["msg"] == "the SMTPSVC service did not settle within 5 s: last state starting"
+    # Named after the service and its Windows state, not after the instances it keeps unreadable.
+    assert result["msg"] == ("the SMTPSVC service is still starting (Start Pending) after 5 s: no SMTP virtual "
+                             "server can be controlled until it settles")
 
 
 def test_unreadable_instance_error_is_quoted_on_timeout():

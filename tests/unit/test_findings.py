@@ -37,9 +37,16 @@ def test_only_warnings_is_compliant():
 
 
 def test_disabled_and_stopped_service():
+    # The instance is unknown while SMTPSVC is down: the service's findings say why it cannot run.
     obs = observation([inst(1, None)], smtp=service("Stopped", "Disabled"))
-    assert rules(obs) == [("smtp_service_disabled", "error", None), ("smtp_service_not_running", "error", None),
-                          ("smtp_instance_stopped", "error", 1)]
+    assert rules(obs) == [("smtp_service_disabled", "error", None), ("smtp_service_not_running", "error", None)]
+
+
+def test_findings_unknown_instance_of_a_running_service_is_a_warning():
+    obs = observation([inst(1, None, error=win_error("The RPC server is unavailable.", "0x800706BA")), inst(2, 2)])
+    found = host_findings(parse_observation(obs))
+    assert [(f["rule"], f["severity"], f["instance"]) for f in found] == [("instance_state_unknown", "warning", 1)]
+    assert "0x800706BA" in found[0]["message"]
 
 
 def test_paused_service_is_not_running():

@@ -48,15 +48,24 @@ def test_every_server_state_code(code, name):
     assert (instance.state, instance.state_code) == (name, code)
 
 
-def test_empty_server_state_with_the_service_stopped_is_stopped():
-    host = parse_observation(observation([inst(1, None)], smtp=service("Stopped")))
-    assert one(host, 1).summary() == {"state": "stopped", "state_code": 4}
-
-
-@pytest.mark.parametrize("smtp", [service("Running"), service("Paused"), service("Start Pending")])
-def test_empty_server_state_otherwise_is_unknown(smtp):
+@pytest.mark.parametrize("smtp", [service("Stopped"), service("Running"), service("Paused"), service("Start Pending")])
+def test_model_empty_server_state_is_unknown_whatever_the_service(smtp):
+    # Never "stopped": while SMTPSVC is down ServerState reads empty or a stale value.
     host = parse_observation(observation([inst(1, None)], smtp=smtp))
     assert one(host, 1).summary() == {"state": "unknown", "state_code": None}
+
+
+@pytest.mark.parametrize(("smtp", "down"), [("Stopped", True), ("Start Pending", False), ("Running", False)])
+def test_model_an_unknown_instance_is_down_only_with_the_service_stopped(smtp, down):
+    host = parse_observation(observation([inst(1, None)], smtp=service(smtp)))
+    assert host.down(one(host, 1)) is down
+
+
+def test_model_iisadmin_not_running_is_read_from_the_metabase_error():
+    unread = parse_observation(observation(metabase_error=win_error("IISADMIN state: Stopped; ...", None, "iisadmin_not_running")))
+    assert unread.iisadmin_not_running and not unread.smtp_available
+    missing = parse_observation(observation(metabase_error=win_error("Unknown error (0x80005000)", "0x80005000")))
+    assert not missing.iisadmin_not_running
 
 
 def test_out_of_range_and_non_integer_codes_are_unknown():

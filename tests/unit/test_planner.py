@@ -221,3 +221,41 @@ def test_skipped_instances_keep_their_state_and_get_no_step():
 
 def test_desired_state_of_an_untargeted_instance_is_none():
     assert Desired(targets=((1, "started"),)).state_of(2) is None
+
+
+# ------------------------------------------------------ the service down or pending
+
+
+def test_planner_sends_no_instance_step_while_the_service_starts():
+    host = parse_observation(observation([inst(1, None), inst(2, None)], smtp=service("Start Pending", "Auto")))
+    result = plan(host, Desired(targets=((1, "started"), (2, "stopped"))))
+    assert result.steps == () and result.waiting
+    assert result.watch == {"services": ["SMTPSVC"], "instances": [1, 2]}
+
+
+def test_planner_stopped_target_behind_a_stopped_service_stays_unknown():
+    host = parse_observation(observation([inst(1, None), inst(2, None)], smtp=service("Stopped", "Manual")))
+    result = plan(host, Desired(targets=((1, "stopped"),)))
+    assert result.converged and result.steps == ()
+    assert one(result.predicted, 1).summary() == {"state": "unknown", "state_code": None}
+
+
+def test_planner_started_target_behind_a_stopped_service_starts_the_service_alone():
+    host = parse_observation(observation([inst(1, None, auto_start=False)], smtp=service("Stopped", "Manual")))
+    result = plan(host, only("started"))
+    assert [s["op"] for s in result.steps] == ["start_service"]
+    assert result.watch == {"services": ["SMTPSVC"], "instances": [1]}
+    assert result.instance_actions[1] == ("start",)
+
+
+def test_planner_watches_neither_untargeted_nor_skipped_instances():
+    host = parse_observation(observation([inst(1, 4), inst(2, 4), inst(3, 1)]))
+    result = plan(host, Desired(targets=((1, "started"), (2, "started"))), skip=frozenset({2}))
+    assert result.watch == {"services": [], "instances": [1]}
+
+
+def test_planner_blocks_when_the_service_state_cannot_be_read():
+    smtp = {"installed": True, "state": None, "start_mode": None, "delayed_auto_start": None,
+            "error": {"message": "Invalid class", "hresult": "0x80041010", "type": "COMException"}}
+    result = plan(parse_observation(observation([inst(1, 4)], smtp=smtp)), only("started"))
+    assert result.blocked == "service_unreadable" and result.steps == ()

@@ -257,3 +257,18 @@ def test_per_host_not_run_reason_wins_over_the_default() -> None:
                                   not_run_reasons={"b": "the playbook stopped"}, started=0, finished=0)
     assert [(h["host"], h["status"], h["reason"]) for h in report["hosts"]] == [
         ("a", "failed", f"not run: {NOT_RUN}"), ("b", "failed", "not run: the playbook stopped")]
+
+
+def test_report_an_unknown_instance_of_a_stopped_service_counts_as_stopped() -> None:
+    # While SMTPSVC is stopped no ServerState can be read; such an instance cannot be running.
+    down = {"name": "SMTPSVC", "before": {"state": "stopped", "start_mode": "manual"},
+            "after": {"state": "stopped", "start_mode": "manual"}, "changed": False}
+    item = vs_item(1, "a", "unknown", "unknown", desired="stopped")
+    info = {**info_result({1: "unknown"}), "service": {"name": "SMTPSVC", "state": "stopped"}}
+    audit = [ev("h", VS, "ok", vs_result([item], service=down), check=True)]
+    assert status_of(audit) == ("compliant", None, None)
+    run = [ev("h", VS, "ok", vs_result([item], service=down)), ev("h", INFO, "ok", info)]
+    assert status_of(run) == ("compliant", None, None)
+    assert _report.host_report("h", "p", run, NOT_RUN)["instances"][0]["status"] == "compliant"
+    running = {"name": "SMTPSVC", "before": {"state": "running"}, "after": {"state": "running"}, "changed": False}
+    assert status_of([ev("h", VS, "ok", vs_result([item], service=running), check=True)])[0] == "non_compliant"

@@ -13,6 +13,7 @@ from ansible.plugins.loader import shell_loader
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from winrm.exceptions import InvalidCredentialsError, WinRMOperationTimeoutError, WSManFaultError
 
+from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _protocol as p
 from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _transport as t
 
 from .hosts import observation, response
@@ -103,7 +104,7 @@ def test_command_line_does_not_grow_with_the_request():
 def test_too_long_a_bootstrap_is_refused_before_sending(tmp_path):
     bootstrap = tmp_path / "bootstrap.ps1"
     bootstrap.write_text("'AGENT_SHA256'\n" + "$x = 1\n" * 2000)
-    with pytest.raises(t.AgentError) as err:
+    with pytest.raises(p.AgentError) as err:
         t.build_call({"protocol": 1, "action": "observe"}, AGENT, bootstrap_path=str(bootstrap))
     assert err.value.code == "request_too_large"
 
@@ -120,13 +121,13 @@ def test_call_runs_one_command_with_stdin_and_decodes_the_response():
 
 def test_response_line_wins_over_a_nonzero_exit():
     doc = response(observation())
-    assert t.parse_output(1, line(doc), b"") == doc
+    assert p.parse_output(1, line(doc), b"") == doc
 
 
 def test_non_ascii_instance_names_come_back_intact():
     obs = observation()
     obs["instances"][0]["server_comment"] = "Relais für Geräte"
-    assert t.parse_output(0, line(response(obs)), "")["observation"]["instances"][0]["server_comment"] == \
+    assert p.parse_output(0, line(response(obs)), "")["observation"]["instances"][0]["server_comment"] == \
         "Relais für Geräte"
 
 
@@ -141,21 +142,21 @@ def test_non_ascii_instance_names_come_back_intact():
     (0, line({"ok": True}), b"", "protocol_mismatch", "protocol None"),
 ])
 def test_bad_output(rc, stdout, stderr, code, quoted):
-    with pytest.raises(t.AgentError) as err:
-        t.parse_output(rc, stdout, stderr)
+    with pytest.raises(p.AgentError) as err:
+        p.parse_output(rc, stdout, stderr)
     assert err.value.code == code
     assert quoted in err.value.message
 
 
 def test_quotes_at_most_200_characters():
-    with pytest.raises(t.AgentError) as err:
-        t.parse_output(0, "x" * 5000, "")
+    with pytest.raises(p.AgentError) as err:
+        p.parse_output(0, "x" * 5000, "")
     assert "x" * 200 + "..." in err.value.message and "x" * 201 not in err.value.message
 
 
 def test_not_windows_when_the_shell_is_not_powershell():
     conn = RecordingConnection([], shell="sh")
-    with pytest.raises(t.AgentError) as err:
+    with pytest.raises(p.AgentError) as err:
         t.call(conn, {"protocol": 1, "action": "observe"}, AGENT)
     assert err.value.code == "not_windows" and "'sh'" in err.value.message
     assert conn.commands == []
@@ -179,7 +180,7 @@ def _wsman_fault():
 ])
 def test_connection_errors_map_to_protocol_codes(exc, code):
     conn = RecordingConnection([exc])
-    with pytest.raises(t.AgentError) as err:
+    with pytest.raises(p.AgentError) as err:
         t.call(conn, {"protocol": 1, "action": "observe"}, AGENT)
     assert err.value.code == code
 
@@ -198,7 +199,7 @@ class TestChannel:
     def test_a_failure_is_raised_once_and_not_retried(self):
         conn = RecordingConnection([AnsibleConnectionFailure("refused"), self.ok()])
         channel = t.Channel(conn, AGENT)
-        with pytest.raises(t.AgentError) as err:
+        with pytest.raises(p.AgentError) as err:
             channel(self.OBSERVE)
         assert err.value.code == "connection_failed"
         assert len(conn.commands) == 1 and conn.resets == 0
@@ -213,7 +214,7 @@ class TestChannel:
             def reset(self):
                 raise InvalidCredentialsError("401 on reconnect")
 
-        with pytest.raises(t.AgentError) as err:
+        with pytest.raises(p.AgentError) as err:
             t.Channel(ReconnectRefused([]), AGENT).reset()
         assert err.value.code == "auth_failed"
 
@@ -235,7 +236,7 @@ def refusal(kind, message):
 def test_a_refused_protocol_is_a_protocol_mismatch():
     conn = RecordingConnection([(0, line(refusal("unsupported_protocol",
                                                  "protocol 2 is not supported; this agent speaks 1")), b"")])
-    with pytest.raises(t.AgentError) as err:
+    with pytest.raises(p.AgentError) as err:
         t.call(conn, {"protocol": 1, "action": "observe"}, AGENT)
     assert err.value.code == "protocol_mismatch"
     assert "protocol 2 is not supported; this agent speaks 1" in err.value.message
@@ -243,4 +244,4 @@ def test_a_refused_protocol_is_a_protocol_mismatch():
 
 def test_other_refusals_reach_the_engine_as_responses():
     doc = refusal("bad_request", "action must be observe or apply")
-    assert t.parse_output(0, line(doc), b"") == doc
+    assert p.parse_output(0, line(doc), b"") == doc

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 from ansible.errors import AnsibleConnectionFailure
 
+from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _protocol as p
 from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _transport as t
 
 REFUSED = ("basic: HTTPConnectionPool(host='127.0.0.1', port=52881): Max retries exceeded with url: /wsman "
@@ -44,8 +45,8 @@ def test_an_unknown_cause_adds_nothing() -> None:
 
 def test_a_truncated_response_says_why_it_did_not_decode() -> None:
     # What the agent line looks like when the connection drops halfway through it.
-    with pytest.raises(t.AgentError) as err:
-        t.parse_output(0, b"MAILOPS-AGENT-1:eyJwcm90b2NvbCI6IDF9a", b"")
+    with pytest.raises(p.AgentError) as err:
+        p.parse_output(0, b"MAILOPS-AGENT-1:eyJwcm90b2NvbCI6IDF9a", b"")
     assert err.value.code == "agent_output_invalid"
     assert err.value.message.startswith("the agent response did not decode to JSON (Invalid base64-encoded string: "
                                         "number of data characters (21) cannot be 1 more than a multiple of 4): ")
