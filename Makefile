@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: venv test unit e2e demo bench sanity lint matrix clean
+.PHONY: publish docsite
 
 venv: $(STAMP)
 
@@ -44,6 +45,17 @@ lint: venv
 matrix:
 	tests/matrix.sh
 
+## publish: what Galaxy, Automation Hub, the docsite and AWX run on the
+## collection: galaxy-importer, antsibull-docs, ansible-builder, ansible-lint
+## on a user's playbook, ansible-runner and job slicing (.venv-publish is
+## built on first use; `make test` runs these too)
+publish: venv
+	$(BIN)/python -m pytest tests/ecosystem
+
+## docsite: rewrite docs/docsite/rst/ from docs/*.md after editing a guide
+docsite: venv
+	$(BIN)/python -m tests.ecosystem.publish
+
 ## demo: a simulated fleet: audit, remediate, audit again, reports
 demo: venv
 	$(BIN)/python -m tests.demo
@@ -55,3 +67,4 @@ bench: venv
 clean:
 	rm -rf $(VENV) .venv-sanity .venv-core-latest tests/output .pytest_cache .coverage htmlcov \
 	  demo-output bench-output iis_smtp_report
+	rm -rf .venv-publish

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 
@@ -53,3 +54,14 @@ class ActionModule(ActionBase):
         result.update(_engine.enforce(channel, time.monotonic, args, check_mode=bool(self._task.check_mode),
                                       reset=channel.reset))
         return result
+
+
+def main() -> None:
+    """Check task arguments against the action's spec, for ansible-lint.
+
+    ansible-lint's args rule loads an action-backed module's action plugin
+    and runs its main() with a stand-in AnsibleModule; a file without one is
+    skipped, and a wrong value in a user's playbook would go unreported.
+    Ansible itself never calls it.
+    """
+    AnsibleModule(argument_spec=_args.ENFORCE_SPEC, supports_check_mode=True)

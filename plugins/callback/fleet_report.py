@@ -13,6 +13,9 @@ DOCUMENTATION = r"""
 name: fleet_report
 type: aggregate
 short_description: Writes the IIS SMTP fleet report (JSON, JUnit XML, HTML)
+version_added: 1.0.0
+author:
+  - mailops maintainers (@mailops)
 description:
   - Collects every result of C(mailops.iis_smtp.virtual_server) and C(mailops.iis_smtp.virtual_server_info),
     and every failure or unreachable host, for every host the plays target.

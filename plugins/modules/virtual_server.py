@@ -1,5 +1,8 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Documentation of the mailops.iis_smtp.virtual_server action plugin (no module code runs)."""
+"""Documentation and argument spec of the mailops.iis_smtp.virtual_server action plugin.
+
+The action plugin does the work on the controller; this module never runs on a host.
+"""
 
 DOCUMENTATION = r"""
 ---
@@ -61,17 +64,33 @@ options:
         full predicted result is still returned. Use it as a compliance gate in CI.
     type: bool
     default: false
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
+  - ansible.builtin.action_common_attributes.actiongroups
 attributes:
+  action:
+    support: full
+    details: All of it runs on the controller; the host only receives PowerShell commands through the connection.
+  action_group:
+    support: full
+    membership:
+      - mailops.iis_smtp.iis_smtp
+  async:
+    support: none
+    details: A task with C(async) fails before anything is sent.
+  bypass_host_loop:
+    support: none
   check_mode:
     support: full
-    description: Only observes; C(changed) and the diff are the exact prediction.
+    details: Only observes; C(changed) and the diff are the exact prediction.
   diff_mode:
     support: full
-    description: Shows the service and instance states before and after.
+    details: Shows the service and instance states before and after.
   platform:
     support: full
     platforms: windows
-    description: Any connection whose shell is PowerShell (winrm, psrp, ssh).
+    details: Any connection whose shell is PowerShell (winrm, psrp, ssh).
 notes:
   - Works over any connection whose shell is PowerShell (winrm, psrp, ssh with
     C(ansible_shell_type=powershell)); needs a local administrator.
@@ -121,6 +140,31 @@ service:
   description: The C(SMTPSVC) service before and after (predicted in check mode).
   returned: when the host could be observed
   type: dict
+  contains:
+    name:
+      description: The service name, C(SMTPSVC).
+      type: str
+      sample: SMTPSVC
+    before:
+      description: The service as found.
+      type: dict
+      contains:
+        state:
+          description: V(running), V(stopped), V(paused), a transitional state, or null when not installed.
+          type: str
+          sample: stopped
+        start_mode:
+          description: V(auto), V(delayed), V(manual), V(disabled), or null when not installed.
+          type: str
+          sample: manual
+    after:
+      description: The service as left (predicted in check mode); same keys as RV(service.before).
+      type: dict
+      sample: {state: running, start_mode: auto}
+    changed:
+      description: Whether the task changed the service (would change it, in check mode).
+      type: bool
+      sample: true
   sample:
     name: SMTPSVC
     before: {state: stopped, start_mode: manual}
@@ -131,6 +175,44 @@ virtual_servers:
   returned: when the host could be observed
   type: list
   elements: dict
+  contains:
+    id:
+      description: The instance number N of C(IIS://localhost/SMTPSVC/N).
+      type: int
+      sample: 2
+    name:
+      description: "The C(ServerComment), or V([SMTP Virtual Server #N]) when it is empty."
+      type: str
+      sample: App relay
+    desired:
+      description: The state this task asked for this instance.
+      type: str
+      sample: started
+    before:
+      description: The instance as found.
+      type: dict
+      contains:
+        state:
+          description: The C(ServerState) name, for example V(started), V(stopped), V(paused), or V(unknown).
+          type: str
+          sample: paused
+        state_code:
+          description: The numeric C(ServerState), or null when it reads empty.
+          type: int
+          sample: 6
+    after:
+      description: The instance as left (predicted in check mode); same keys as RV(virtual_servers[].before).
+      type: dict
+      sample: {state: started, state_code: 2}
+    changed:
+      description: Whether the task changed this instance (would change it, in check mode).
+      type: bool
+      sample: true
+    actions:
+      description: The commands sent to this instance, in order (V(start), V(stop), V(pause), V(continue)).
+      type: list
+      elements: str
+      sample: [continue]
   sample:
     - id: 2
       name: App relay
@@ -142,10 +224,39 @@ virtual_servers:
 operations:
   description:
     - What was sent to the host, in order, and whether it succeeded. Empty in check mode.
-    - Service steps have C(service); instance steps C(id) and C(command).
   returned: when the host could be observed
   type: list
   elements: dict
+  contains:
+    op:
+      description: V(instance) for an instance command; for a service step V(start_service), V(continue_service) or
+        V(set_start_mode).
+      type: str
+      sample: instance
+    ok:
+      description: Whether the host carried the step out.
+      type: bool
+      sample: true
+    id:
+      description: The instance the command was for.
+      type: int
+      returned: for instance steps
+      sample: 2
+    command:
+      description: The instance command, V(start), V(stop), V(pause) or V(continue).
+      type: str
+      returned: for instance steps
+      sample: continue
+    service:
+      description: The service the step was for, C(SMTPSVC).
+      type: str
+      returned: for service steps
+      sample: SMTPSVC
+    error:
+      description: The Windows error of a failed step, with its HRESULT when there is one.
+      type: str
+      returned: when the step failed
+      sample: Windows error 0x80070034 (binding conflict)
   sample:
     - {op: instance, id: 2, command: continue, ok: true}
 compliant:
@@ -155,16 +266,42 @@ compliant:
   type: bool
   sample: true
 findings:
-  description: Compliance findings of the state afterwards; same shape as in
-    M(mailops.iis_smtp.virtual_server_info).
+  description: Compliance findings of the state afterwards; the same as RV(mailops.iis_smtp.virtual_server_info#module:findings).
   returned: when the host could be observed
   type: list
   elements: dict
+  contains:
+    rule:
+      description: The finding's rule, for example V(smtp_instance_stopped).
+      type: str
+      sample: smtp_instance_stopped
+    severity:
+      description: V(error) or V(warning).
+      type: str
+      sample: error
+    instance:
+      description: The instance the finding is about, or null for a finding about the host or the service.
+      type: int
+      sample: 1
+    message:
+      description: What is wrong and what to do, in words.
+      type: str
+      sample: "SMTP virtual server 1 ([SMTP Virtual Server #1]) is stopped: it accepts no connections and relays no
+        mail. Start it."
   sample: []
 diff:
   description: Service state and start mode and the state of every targeted instance, before and after.
   returned: when the host could be observed
   type: dict
+  contains:
+    before:
+      description: C(service) (state and start mode) and C(virtual_servers) (C(id name) to state) as found.
+      type: dict
+      sample: {service: {state: running, start_mode: auto}, virtual_servers: {"2 App relay": paused}}
+    after:
+      description: The same, as left (predicted in check mode).
+      type: dict
+      sample: {service: {state: running, start_mode: auto}, virtual_servers: {"2 App relay": started}}
   sample:
     before: {service: {state: running, start_mode: auto}, virtual_servers: {"2 App relay": paused}}
     after: {service: {state: running, start_mode: auto}, virtual_servers: {"2 App relay": started}}
@@ -172,7 +309,8 @@ reason:
   description:
     - Why the task failed, as a code a playbook can test.
     - One of V(instance_start_failed), V(instance_command_failed), V(service_start_failed), V(timeout),
-      V(service_disabled), V(smtp_feature_missing), V(smtp_removed_from_os), V(metabase_unavailable),
+      V(service_disabled), V(service_unreadable), V(iisadmin_disabled), V(iisadmin_not_running),
+      V(smtp_feature_missing), V(smtp_removed_from_os), V(metabase_unavailable),
       V(access_denied), V(not_windows), V(connection_failed), V(auth_failed), V(winrm_fault),
       V(agent_output_invalid), V(agent_exit_nonzero), V(protocol_mismatch), V(request_too_large),
       V(invalid_argument), V(invalid_instances), V(drift).
@@ -186,3 +324,28 @@ msg:
   sample: "SMTP virtual server 3 (Broken) did not reach started within 60 s: last state stopped;
     Windows error 0x80070034 (binding conflict)"
 """
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main() -> None:
+    # The action plugin of the same name does the work on the controller.
+    # This spec is what ansible-test's validate-modules compares with the
+    # documentation; it must be the action's own (tests/ecosystem checks).
+    module = AnsibleModule(
+        argument_spec={
+            "instances": {"type": "list", "elements": "raw"},
+            "state": {"type": "str", "choices": ["started", "stopped", "paused"], "default": "started"},
+            "instance_states": {"type": "dict"},
+            "service_start_mode": {"type": "str", "choices": ["auto", "delayed", "manual", "disabled"]},
+            "timeout": {"type": "int", "default": 60},
+            "fail_on_drift": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
+    )
+    module.fail_json(msg="mailops.iis_smtp.virtual_server runs as an action plugin on the controller; "
+                         "this module file only documents it")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,5 +1,8 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Documentation of the mailops.iis_smtp.virtual_server_info action plugin (no module code runs)."""
+"""Documentation and argument spec of the mailops.iis_smtp.virtual_server_info action plugin.
+
+The action plugin does the work on the controller; this module never runs on a host.
+"""
 
 DOCUMENTATION = r"""
 ---
@@ -24,17 +27,33 @@ options:
       - A name that matches no instance or several instances fails the task.
     type: list
     elements: raw
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
+  - ansible.builtin.action_common_attributes.actiongroups
 attributes:
+  action:
+    support: full
+    details: All of it runs on the controller; the host only receives one read-only PowerShell command.
+  action_group:
+    support: full
+    membership:
+      - mailops.iis_smtp.iis_smtp
+  async:
+    support: none
+    details: A task with C(async) fails before anything is sent.
+  bypass_host_loop:
+    support: none
   check_mode:
     support: full
-    description: Read-only; runs the same in check mode.
+    details: Read-only; runs the same in check mode.
   diff_mode:
     support: none
-    description: Read-only; there is nothing to show a difference of.
+    details: Read-only; there is nothing to show a difference of.
   platform:
     support: full
     platforms: windows
-    description: Any connection whose shell is PowerShell (winrm, psrp, ssh).
+    details: Any connection whose shell is PowerShell (winrm, psrp, ssh).
 seealso:
   - module: mailops.iis_smtp.virtual_server
 """
@@ -61,33 +80,122 @@ host:
   description: The Windows host and whether SMTP virtual servers can run on it.
   returned: success
   type: dict
+  contains:
+    computer_name:
+      description: The host's computer name.
+      type: str
+      sample: RELAY01
+    os:
+      description: The operating system.
+      type: dict
+      contains:
+        caption:
+          description: The product name.
+          type: str
+          sample: Microsoft Windows Server 2019 Standard
+        version:
+          description: The version number.
+          type: str
+          sample: 10.0.17763
+        build:
+          description: The build number.
+          type: int
+          sample: 17763
+    smtp_available:
+      description: Whether the SMTP Server feature and the IIS 6 metabase it needs are there to manage.
+      type: bool
+      sample: true
   sample:
     computer_name: RELAY01
     os: {caption: Microsoft Windows Server 2019 Standard, version: 10.0.17763, build: 17763}
     smtp_available: true
 service:
-  description:
-    - The C(SMTPSVC) service. C(state) is one of V(running), V(stopped), V(paused),
-      V(starting), V(stopping), V(pausing), V(continuing) or null when not installed.
-    - C(start_mode) is one of V(auto), V(delayed), V(manual), V(disabled) or null.
+  description: The C(SMTPSVC) service.
   returned: success
   type: dict
+  contains:
+    name:
+      description: The service name.
+      type: str
+      sample: SMTPSVC
+    installed:
+      description: Whether the service exists.
+      type: bool
+      sample: true
+    state:
+      description: One of V(running), V(stopped), V(paused), V(starting), V(stopping), V(pausing), V(continuing), or
+        null when not installed.
+      type: str
+      sample: running
+    start_mode:
+      description: One of V(auto), V(delayed), V(manual), V(disabled), or null when not installed.
+      type: str
+      sample: auto
   sample: {name: SMTPSVC, installed: true, state: running, start_mode: auto}
 iisadmin:
-  description: The C(IISADMIN) service, which C(SMTPSVC) depends on; same shape as RV(service).
+  description: The C(IISADMIN) service, which C(SMTPSVC) depends on.
   returned: success
   type: dict
+  contains:
+    name:
+      description: The service name.
+      type: str
+      sample: IISADMIN
+    installed:
+      description: Whether the service exists.
+      type: bool
+      sample: true
+    state:
+      description: As in RV(service.state).
+      type: str
+      sample: running
+    start_mode:
+      description: As in RV(service.start_mode).
+      type: str
+      sample: auto
   sample: {name: IISADMIN, installed: true, state: running, start_mode: auto}
 virtual_servers:
   description:
     - Every SMTP virtual server (or those in O(instances)), sorted by id. Empty when SMTP is not
       available on the host.
-    - C(state) is the C(ServerState) name; V(unknown) with a null
-      C(state_code) when it reads empty and cannot be inferred. An empty
-      C(ServerState) while the service is stopped is reported as V(stopped).
   returned: success
   type: list
   elements: dict
+  contains:
+    id:
+      description: The instance number N of C(IIS://localhost/SMTPSVC/N).
+      type: int
+      sample: 1
+    name:
+      description: "The C(ServerComment), or V([SMTP Virtual Server #N]) when it is empty."
+      type: str
+      sample: "[SMTP Virtual Server #1]"
+    comment:
+      description: The C(ServerComment) as stored; may be empty.
+      type: str
+      sample: ""
+    bindings:
+      description: The C(ServerBindings), C(IP:port:host name) each.
+      type: list
+      elements: str
+      sample: [":25:"]
+    state:
+      description:
+        - The C(ServerState) name, V(started), V(stopped), V(paused), a transitional state, or V(unknown) when
+          it cannot be read.
+        - While C(SMTPSVC) is not running C(ServerState) reads empty or only what the service last wrote, so
+          it is reported as V(unknown), not as V(stopped); such a virtual server cannot be running while the
+          service is stopped.
+      type: str
+      sample: started
+    state_code:
+      description: The numeric C(ServerState), or null when it reads empty.
+      type: int
+      sample: 2
+    auto_start:
+      description: C(ServerAutoStart), whether the instance starts with the service.
+      type: bool
+      sample: true
   sample:
     - id: 1
       name: "[SMTP Virtual Server #1]"
@@ -97,14 +205,34 @@ virtual_servers:
       state_code: 2
       auto_start: true
 findings:
-  description:
-    - Problems found. C(rule) is one of V(smtp_instance_stopped), V(smtp_instance_paused),
-      V(smtp_service_disabled), V(smtp_service_not_running), V(smtp_feature_missing),
-      V(smtp_removed_from_os), V(metabase_unavailable) (severity V(error)) or
-      V(instance_transitional) (severity V(warning)).
+  description: Problems found, in the manner of the Exchange Server Analyzer SMTP rules.
   returned: success
   type: list
   elements: dict
+  contains:
+    rule:
+      description:
+        - V(smtp_instance_stopped), V(smtp_instance_paused), V(smtp_service_disabled),
+          V(smtp_service_not_running), V(smtp_feature_missing), V(smtp_removed_from_os),
+          V(iisadmin_not_running), V(iisadmin_disabled) or V(metabase_unavailable) (severity V(error)),
+          or V(instance_transitional), V(instance_state_unknown) (severity V(warning)).
+        - "While C(SMTPSVC) is stopped no C(ServerState) can be read: its virtual servers are V(unknown)
+          and the service's findings say why they cannot run."
+      type: str
+      sample: smtp_instance_stopped
+    severity:
+      description: V(error) or V(warning).
+      type: str
+      sample: error
+    instance:
+      description: The instance the finding is about, or null for a finding about the host or the service.
+      type: int
+      sample: 1
+    message:
+      description: What is wrong and what to do, in words.
+      type: str
+      sample: "SMTP virtual server 1 ([SMTP Virtual Server #1]) is stopped: it accepts no connections
+        and relays no mail. Start it."
   sample:
     - rule: smtp_instance_stopped
       severity: error
@@ -125,3 +253,23 @@ reason:
   type: str
   sample: access_denied
 """
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main() -> None:
+    # The action plugin of the same name does the work on the controller.
+    # This spec is what ansible-test's validate-modules compares with the
+    # documentation; it must be the action's own (tests/ecosystem checks).
+    module = AnsibleModule(
+        argument_spec={
+            "instances": {"type": "list", "elements": "raw"},
+        },
+        supports_check_mode=True,
+    )
+    module.fail_json(msg="mailops.iis_smtp.virtual_server_info runs as an action plugin on the controller; "
+                         "this module file only documents it")
+
+
+if __name__ == "__main__":
+    main()

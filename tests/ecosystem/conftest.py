@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-# The simulator fixture of the end-to-end harness, for the installed-copy smoke.
+# The simulator fixture of the end-to-end harness, for the tests that run the installed copy.
 from tests.e2e.conftest import sim  # noqa: F401  # pylint: disable=unused-import
+from tests.ecosystem.publish import publish_venv
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(sys.executable).parent
@@ -68,3 +69,16 @@ def installed_collections(galaxy_tarball: Path, tmp_path_factory: pytest.TempPat
         env=clean_env(ANSIBLE_HOME=str(home)))
     assert (root / "ansible_collections" / "mailops" / "iis_smtp" / "MANIFEST.json").is_file()
     return root
+
+
+@pytest.fixture(scope="session")
+def publish_bin() -> Path:
+    """bin/ of .venv-publish: galaxy-importer, antsibull-docs, Sphinx, pandoc (built on first use)."""
+    return publish_venv() / "bin"
+
+
+def publish_env(publish_bin: Path, **extra: str) -> dict[str, str]:
+    """clean_env with the publishing tools first on PATH (they call ansible-doc, ansible-lint by name)."""
+    env = clean_env(**extra)
+    env["PATH"] = f"{publish_bin}{os.pathsep}{env['PATH']}"
+    return env

@@ -20,7 +20,7 @@ from tests.ecosystem.conftest import REPO_ROOT, clean_env, run, tool
 MUST_NOT_SHIP = (
     "tests", ".venv", ".git", ".ci", "Makefile", "pyproject.toml", ".ansible-lint",
     ".gitignore", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".coverage", "htmlcov",
-    "molecule", "extensions/molecule", ".molecule", "changelogs/.plugin-cache.yaml",
+    "molecule", "extensions", ".molecule", "changelogs/.plugin-cache.yaml", "changelogs/fragments",
     "demo-output", "reports", "build",
 )
 # Everything in the tarball must sit under one of these top-level names, so a
@@ -28,10 +28,12 @@ MUST_NOT_SHIP = (
 ALLOWED_TOP_LEVEL = {
     "MANIFEST.json", "FILES.json", "README.md", "CHANGELOG.rst", "LICENSE", "COPYING",
     "requirements.txt", "bindep.txt", "meta", "plugins", "roles", "playbooks", "docs", "changelogs",
-    "extensions",
 }
 MUST_SHIP = (
     "MANIFEST.json", "FILES.json", "meta/runtime.yml", "meta/execution-environment.yml",
+    "meta/ee-requirements.txt", "meta/ee-bindep.txt", "roles/virtual_servers/README.md",
+    "docs/docsite/extra-docs.yml", "docs/docsite/links.yml", "docs/docsite/rst/awx.rst",
+    "plugins/action/fleet_report_merge.py", "plugins/modules/fleet_report_merge.py", "playbooks/merge_reports.yml",
     "requirements.txt", "CHANGELOG.rst", "changelogs/changelog.yaml",
     "plugins/action/virtual_server.py", "plugins/action/virtual_server_info.py",
     "plugins/modules/virtual_server.py", "plugins/modules/virtual_server_info.py",
@@ -61,14 +63,26 @@ def test_violation_filter_catches_development_files() -> None:
     # Guards the guard: a filter that matched nothing would pass any tarball.
     assert shipped_violations(["tests/simulator/server.py", ".venv-core-latest/x", "Makefile",
                                "plugins/x/__pycache__/a.pyc", "roles/r/tasks/main.yml", "bench-output/r.json",
-                               "extensions/molecule/default/molecule.yml", "extensions"]) == [
+                               "extensions/molecule/default/molecule.yml", "extensions",
+                               "changelogs/fragments/x.yml", "changelogs/changelog.yaml"]) == [
         "tests/simulator/server.py", ".venv-core-latest/x", "Makefile", "plugins/x/__pycache__/a.pyc",
-        "bench-output/r.json", "extensions/molecule/default/molecule.yml"]
+        "bench-output/r.json", "extensions/molecule/default/molecule.yml", "extensions",
+        "changelogs/fragments/x.yml"]
+
+
+def empty_directories(tarball: Path) -> list[str]:
+    """Directories in the tarball with nothing under them."""
+    with tarfile.open(tarball) as archive:
+        members = archive.getmembers()
+    names = [m.name.removeprefix("./").rstrip("/") for m in members]
+    return [d for d, m in zip(names, members, strict=True)
+            if m.isdir() and d and not any(n.startswith(d + "/") for n in names)]
 
 
 def test_tarball_ships_the_collection_and_no_development_files(galaxy_tarball: Path) -> None:
     members = tarball_members(galaxy_tarball)
     assert shipped_violations(members) == []
+    assert empty_directories(galaxy_tarball) == []
     assert sorted(set(MUST_SHIP) - set(members)) == []
     # The agent travels with the transport that reads it.
     assert [m for m in members if m.endswith(".ps1")], members
