@@ -14,6 +14,7 @@ from typing import Any
 
 from ansible_collections.mailops.iis_smtp.plugins.plugin_utils._engine import EnforceArgs, enforce
 from ansible_collections.mailops.iis_smtp.plugins.plugin_utils._protocol import parse_output
+from tests.simulator.conftest import SteppedClock
 from tests.simulator.emulator import build_call, read_agent
 from tests.simulator.model import Fleet, Host
 
@@ -22,25 +23,6 @@ STOPPED_HOST = {
     "service": {"state": "stopped", "start_mode": "manual", "pending_s": 1},
     "instances": [{"id": 1, "state": "stopped", "auto_start": True}, {"id": 2, "state": "stopped", "auto_start": False}],
 }
-
-
-class SteppedClock:
-    """Time shared by the host and both engines; it moves when the agent sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return 1_700_000_000.0 + self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def channel(host: Host) -> Callable[[dict[str, Any]], dict[str, Any]]:

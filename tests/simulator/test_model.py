@@ -16,30 +16,12 @@ from typing import Any
 
 import pytest
 
+from tests.simulator.conftest import SteppedClock
 from tests.simulator.emulator import build_call, decode_line, read_agent
 from tests.simulator.model import Fleet, Host, ScenarioError
 
 AGENT = read_agent()
 VIAS = ["method", "server_command"]
-
-
-class SteppedClock:
-    """Time that moves only when told to (or when the host sleeps)."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return 1_700_000_000.0 + self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def host_of(data: dict[str, Any], clock: SteppedClock | None = None, name: str = "relay01") -> Host:
