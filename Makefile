@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test unit e2e demo bench sanity lint matrix clean
+.PHONY: venv test unit e2e demo bench sanity lint matrix real-host clean
 .PHONY: publish docsite
 
 venv: $(STAMP)
@@ -22,6 +22,7 @@ $(STAMP): tests/requirements.txt tests/constraints.txt
 ## same core tests on the newest ansible-core.
 test: venv
 	bash tests/e2e/ensure_chromium.sh
+	bash tests/e2e/ensure_ssh.sh
 	$(BIN)/python -m pytest --cov --cov-report=term-missing tests
 	tests/run_sanity.sh all
 	tests/matrix.sh
@@ -31,6 +32,7 @@ unit: venv
 
 e2e: venv
 	bash tests/e2e/ensure_chromium.sh
+	bash tests/e2e/ensure_ssh.sh
 	$(BIN)/python -m pytest tests/e2e
 
 ## sanity: ansible-test sanity + ruff + mypy + ansible-lint (offline)
@@ -43,6 +45,7 @@ lint: venv
 
 ## matrix: unit, core end to end and the installed-tarball smoke on the newest ansible-core
 matrix:
+	bash tests/e2e/ensure_ssh.sh
 	tests/matrix.sh
 
 ## publish: what Galaxy, Automation Hub, the docsite and AWX run on the
@@ -55,6 +58,13 @@ publish: venv
 ## docsite: rewrite docs/docsite/rst/ from docs/*.md after editing a guide
 docsite: venv
 	$(BIN)/python -m tests.ecosystem.publish
+
+## real-host: the integration targets on your own Windows hosts, the [windows]
+## group of INVENTORY (INI): ansible-test windows-integration --inventory.
+## Exercises one virtual server per host and puts it back (docs/getting-started.md).
+real-host: venv
+	@test -n "$(INVENTORY)" || { echo "usage: make real-host INVENTORY=path/to/inventory.ini" >&2; exit 2; }
+	tests/integration/run.sh "$(INVENTORY)"
 
 ## demo: a simulated fleet: audit, remediate, audit again, reports
 demo: venv

@@ -37,3 +37,8 @@ COLLECTIONS_ROOT = _collections_root()
 if str(COLLECTIONS_ROOT) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS_ROOT))
 os.environ["ANSIBLE_COLLECTIONS_PATH"] = str(COLLECTIONS_ROOT)
+
+# Every test that starts a simulated fleet with the `sim` fixture (tests/e2e,
+# and the suites that borrow it) runs over a connection kind; unparametrised,
+# the scenario's own.
+from tests.e2e.conftest import connection  # noqa: E402, F401  # pylint: disable=unused-import

@@ -57,15 +57,7 @@ ensure_sanity_venv() {
 
 copy_tree() {
     # A fresh copy of the sources; only ansible-test's scratch folder is kept.
-    local collection="$tree_root/ansible_collections/mailops/iis_smtp"
-    mkdir -p "$collection"
-    find "$collection" -mindepth 1 -maxdepth 1 ! -name tests -exec rm -rf {} +
-    if [[ -d "$collection/tests" ]]; then
-        find "$collection/tests" -mindepth 1 -maxdepth 1 ! -name output -exec rm -rf {} +
-    fi
-    (cd "$repo" && git ls-files -z --cached --others --exclude-standard \
-        | while IFS= read -r -d '' f; do [[ -e "$f" ]] && printf '%s\0' "$f"; done \
-        | tar --null -T - -cf -) | tar -xf - -C "$collection"
+    "$repo/tests/copy_collection.sh" "$tree_root" >/dev/null
 }
 
 link_tree() {

@@ -149,7 +149,7 @@ def classify_exception(exc: BaseException) -> AgentError:
     text = str(exc).strip() or exc.__class__.__name__
     lowered = text.lower()
     if "InvalidCredentialsError" in names or "AuthenticationError" in names or \
-            "credentials were rejected" in lowered or re.search(r"\b401\b", lowered):
+            re.search(r"credentials were rejected|\b401\b|failed to authenticate|permission denied \(publickey", lowered):
         return AgentError(AUTH_FAILED, "the host rejected the credentials: %s" % quote(text))
     if "WSManFaultError" in names or "wsmanfault" in lowered.replace(" ", ""):
         return AgentError(WINRM_FAULT, "the host answered with a WS-Management fault: %s" % quote(text))

@@ -1,10 +1,15 @@
 """End-to-end harness: the real ``ansible-playbook`` against the simulator.
 
 Every end-to-end test goes the whole way a user's run goes:
-``ansible-playbook`` -> Ansible's ``winrm`` connection (pywinrm) -> HTTP on
-loopback -> the simulated Windows host. Nothing in between is replaced. The
-harness only starts and stops the simulator and reads what came back: the
-task results (through a test-only callback) and the simulator's state dump.
+``ansible-playbook`` -> one of Ansible's Windows connections (``winrm`` with
+pywinrm, ``psrp`` with pypsrp, ``ssh`` with the OpenSSH client) -> loopback
+-> the simulated Windows host. Nothing in between is replaced. The harness
+only starts and stops the simulator and reads what came back: the task
+results (through a test-only callback) and the simulator's state dump.
+
+A test decorated with ``@over_connections()`` runs once per connection kind
+in ``CONNECTIONS``: the ``sim`` fixture puts that kind into the scenario's
+defaults, so one test body covers them all.
 """
 
 from __future__ import annotations
@@ -28,6 +33,28 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CALLBACK_DIR = Path(__file__).resolve().parent / "callback_plugins"
 BIN_DIR = Path(sys.executable).parent
 START_TIMEOUT_S = 60.0
+
+# Every way users reach a Windows host that is tested here, as scenario host keys.
+CONNECTIONS: dict[str, dict[str, str]] = {
+    "winrm-ntlm-http": {"connection": "winrm", "auth": "ntlm", "scheme": "http"},
+    "winrm-basic-https": {"connection": "winrm", "auth": "basic", "scheme": "https"},
+    "psrp-ntlm-http": {"connection": "psrp", "auth": "ntlm", "scheme": "http"},
+    "psrp-basic-https": {"connection": "psrp", "auth": "basic", "scheme": "https"},
+    "ssh": {"connection": "ssh"},
+}
+WSMAN_CONNECTIONS = [name for name, keys in CONNECTIONS.items() if keys["connection"] != "ssh"]
+
+
+def over_connections(*names: str) -> pytest.MarkDecorator:
+    """Run the test once per connection kind (all of them by default)."""
+    return pytest.mark.parametrize("connection", list(names or CONNECTIONS), indirect=True)
+
+
+@pytest.fixture
+def connection(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The scenario keys of the connection kind the test runs over; empty (the scenario's own) when not parametrised."""
+    name = getattr(request, "param", None)
+    return dict(CONNECTIONS[name]) if name is not None else {}
 
 
 @dataclass
@@ -77,6 +104,17 @@ class SimulatedFleet:
             for child in (group.get("children") or {}).values():
                 found.update((child or {}).get("hosts") or {})
         return found
+
+    def ini_inventory(self, group: str) -> Path:
+        """The simulator's inventory as INI, every host in ``group``: the form ansible-test takes."""
+        lines = [f"[{group}]"]
+        for name, variables in self.hosts().items():
+            pairs = (f"{key}={json.dumps(value) if isinstance(value, str) else value}" for key, value in variables.items())
+            lines.append(" ".join([name, *pairs]))
+        path = self.workdir / "inventory.ini"
+        path.write_text("\n".join(lines) + "\n")
+        path.chmod(0o600)
+        return path
 
     def requests(self, host: str, action: str) -> list[dict[str, Any]]:
         """The simulator's request log entries of one WS-Management action (``Command``, ``Send``) on ``host``."""
@@ -202,11 +240,13 @@ def start_simulator(scenario: dict[str, Any] | Path, workdir: Path) -> Simulated
 
 
 @pytest.fixture
-def sim(tmp_path: Path) -> Iterator[Callable[..., SimulatedFleet]]:
-    """Factory: ``fleet = sim(scenario)`` starts a simulator for this test."""
+def sim(tmp_path: Path, connection: dict[str, str]) -> Iterator[Callable[..., SimulatedFleet]]:
+    """Factory: ``fleet = sim(scenario)`` starts a simulator for this test, over the test's connection kind."""
     started: list[SimulatedFleet] = []
 
     def factory(scenario: dict[str, Any] | Path, name: str = "fleet") -> SimulatedFleet:
+        if connection and isinstance(scenario, dict):
+            scenario = {**scenario, "defaults": {**scenario.get("defaults", {}), **connection}}
         fleet = start_simulator(scenario, tmp_path / f"{name}-{len(started)}")
         started.append(fleet)
         return fleet

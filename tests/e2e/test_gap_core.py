@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.e2e.conftest import instance_states, operations, operations_since, play, result
+from tests.e2e.conftest import instance_states, operations, operations_since, over_connections, play, result
 
 
 def test_info_returns_every_promised_field(sim: Any) -> None:
@@ -50,6 +50,7 @@ def test_info_returns_every_promised_field(sim: Any) -> None:
     assert operations(state, "relay") == []
 
 
+@over_connections()
 def test_stopped_and_paused_are_enforced_by_id_and_by_name(sim: Any) -> None:
     fleet = sim({"defaults": {"transition_s": 0.05}, "hosts": {"relay": {"instances": [
         {"id": 1, "state": "started"},

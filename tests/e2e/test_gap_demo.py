@@ -31,6 +31,12 @@ def test_demo_audits_remediates_and_audits_again(tmp_path: Path) -> None:
 
     fleet = yaml.safe_load((REPO_ROOT / "tests" / "demo" / "fleet.yml").read_text())["hosts"]
     assert len(fleet) >= 25
+    # A mixed fleet: every connection kind Ansible has for Windows, in one run.
+    hosts = yaml.safe_load((out / "inventory.yml").read_text())["all"]["children"]["smtp_servers"]["hosts"]
+    kinds = {(v["ansible_connection"], v.get("ansible_winrm_transport") or v.get("ansible_psrp_auth"),
+              v.get("ansible_winrm_scheme") or v.get("ansible_psrp_protocol")) for v in hosts.values()}
+    assert kinds >= {("winrm", "ntlm", "http"), ("winrm", "basic", "https"), ("psrp", "ntlm", "http"),
+                     ("psrp", "basic", "https"), ("ssh", None, None)}, kinds
     reports = {}
     for phase in PHASES:
         for name in ("report.json", "report.junit.xml", "report.html"):

@@ -27,7 +27,7 @@ REPORT_CALLBACKS = "record_results,mailops.iis_smtp.fleet_report"
 
 DRIFTED = {"service": {"state": "running", "start_mode": "manual"},
            "instances": [{"id": 1, "state": "stopped"}, {"id": 2, "comment": "App relay", "state": "paused"}]}
-TRANSPORTS = {
+TRANSPORTS: dict[str, dict[str, Any]] = {
     "basic_http": {"auth": "basic", "scheme": "http", "allow_unencrypted": True},
     "ntlm_http": {"auth": "ntlm", "scheme": "http"},
     "basic_https": {"auth": "basic", "scheme": "https"},

@@ -28,13 +28,14 @@ from types import FrameType
 from typing import Any, Protocol
 
 from . import inventory
-from .server import ConfigError, HostLike, Simulator
+from .server import ConfigError, Endpoint, HostLike, RequestLog, Simulator
+from .ssh import SshEndpoint, SshSimulator
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tests.simulator",
-        description="Simulated Windows fleet over WinRM.",
+        description="Simulated Windows fleet over WinRM, PowerShell Remoting and OpenSSH.",
     )
     parser.add_argument(
         "--scenario",
@@ -69,7 +70,7 @@ class FleetLike(Protocol):
     def group(self) -> str: ...
 
     @property
-    def hosts(self) -> Mapping[str, HostLike]: ...
+    def hosts(self) -> Mapping[str, Any]: ...
 
     def dump(self) -> Mapping[str, Any]: ...
 
@@ -92,28 +93,35 @@ def _serve(fleet: FleetLike, args: argparse.Namespace, signals: Signals, workdir
         log_stream = None
         if args.request_log is not None:
             log_stream = stack.enter_context(open(args.request_log, "a", encoding="utf-8"))
+        # WS-Management hosts (winrm, psrp) and Windows OpenSSH hosts listen side by side.
+        wsman_hosts: list[HostLike] = [host for host in fleet.hosts.values() if host.connection != "ssh"]
+        ssh_hosts = [host for host in fleet.hosts.values() if host.connection == "ssh"]
+        request_log = RequestLog(log_stream) if log_stream is not None else None
         try:
-            simulator = Simulator(fleet.hosts.values(), workdir, log_stream)
-            simulator.start()
-        except (ConfigError, OSError) as exc:
+            simulator = Simulator(wsman_hosts, workdir, request_log)
+            ssh = SshSimulator(ssh_hosts, workdir, request_log)
+        except ConfigError as exc:
             print(f"simulator: cannot start: {exc}", file=sys.stderr)
             return 2
         try:
-            document = inventory.build(fleet.group, simulator.endpoints, simulator.ca_path)
-            inventory.write_atomic(args.inventory, inventory.dump_yaml(document))
-            print(
-                f"simulator: {len(simulator.endpoints)} hosts up, inventory {args.inventory}",
-                file=sys.stderr,
-                flush=True,
-            )
-            while not signals.stop.is_set():
-                signals.wake.wait()
-                signals.wake.clear()
-                if signals.dump.is_set():
-                    signals.dump.clear()
-                    _write_dump(fleet, args.state_dump)
-        finally:
-            simulator.stop()
+            simulator.start()
+            stack.callback(simulator.stop)
+            ssh.start()
+            stack.callback(ssh.stop)
+        except (ConfigError, OSError) as exc:
+            print(f"simulator: cannot start: {exc}", file=sys.stderr)
+            return 2
+        endpoints: dict[str, Endpoint | SshEndpoint] = {**simulator.endpoints, **ssh.endpoints}
+        ordered = {name: endpoints[name] for name in fleet.hosts}
+        document = inventory.build(fleet.group, ordered, simulator.ca_path, ssh.keys)
+        inventory.write_atomic(args.inventory, inventory.dump_yaml(document))
+        print(f"simulator: {len(ordered)} hosts up, inventory {args.inventory}", file=sys.stderr, flush=True)
+        while not signals.stop.is_set():
+            signals.wake.wait()
+            signals.wake.clear()
+            if signals.dump.is_set():
+                signals.dump.clear()
+                _write_dump(fleet, args.state_dump)
     _write_dump(fleet, args.state_dump)
     return 0
 

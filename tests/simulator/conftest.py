@@ -1,4 +1,4 @@
-"""What the simulator's server tests share: a scripted host, a running fleet, a pywinrm client.
+"""What the simulator's tests share: a stepped clock, a scripted host, a running fleet, a pywinrm client.
 
 ``ScriptedHost`` stands in for ``model.Host`` (the fleet model has its own
 tests); everything between pywinrm and ``run_command`` is the real server.
@@ -19,7 +19,30 @@ from typing import Any
 import pytest
 from winrm.protocol import Protocol
 
-from tests.simulator.server import CMD_RESOURCE_URI, Simulator
+from tests.simulator.server import Simulator
+from tests.simulator.wsman import CMD_RESOURCE_URI
+
+
+class SteppedClock:
+    """Time that moves only when told to, or when a host sleeps; also callable, as an engine's clock."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1_700_000_000.0 + self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @dataclass
@@ -30,6 +53,7 @@ class Outcome:
     delay_s: float = 0
     cut: bool = False
     wsman_fault: str | None = None
+    error: str | None = None
 
 
 @dataclass
@@ -40,6 +64,7 @@ class ScriptedHost:
     # As a scenario host: NTLM, and AllowUnencrypted false (Basic over HTTP is refused).
     auth: str = "ntlm"
     scheme: str = "http"
+    connection: str = "winrm"
     allow_unencrypted: bool = False
     username: str = "Administrator"
     password: str = field(default_factory=lambda: "Pw-" + uuid.uuid4().hex)
@@ -70,6 +95,10 @@ class ScriptedHost:
         if self.broken:
             raise KeyError("no such instance")
         return self.outcome or Outcome(f"{command}|{' '.join(arguments)}".encode(), b"warning", 0)
+
+    def run_script(self, script: str, read_stdin: Callable[[], bytes]) -> Outcome:
+        """A script a runspace runs (psrp): recorded as the command ``(script)``."""
+        return self.run_command("(script)", [script], read_stdin)
 
 
 @pytest.fixture

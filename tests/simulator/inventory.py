@@ -2,7 +2,8 @@
 
 Tests, molecule and the demo run the real ``ansible-playbook`` against the
 simulated fleet; they need nothing but this file to reach every host with the
-right port, transport, scheme, credentials and CA.
+right connection (winrm, psrp or ssh), port, authentication, scheme,
+credentials, CA, key and known hosts.
 """
 
 from __future__ import annotations
@@ -16,34 +17,75 @@ from typing import Any
 import yaml
 
 from .server import Endpoint
+from .ssh import SshEndpoint, SshKeys
 
 READ_TIMEOUT_S = 30
 OPERATION_TIMEOUT_S = 20
 
 
 def host_vars(endpoint: Endpoint, ca_path: Path | None) -> dict[str, Any]:
-    """Connection variables of one host."""
-    variables: dict[str, Any] = {
+    """Connection variables of one WS-Management host (winrm or psrp), certificate validation on."""
+    common: dict[str, Any] = {
         "ansible_host": "127.0.0.1",
         "ansible_port": endpoint.port,
-        "ansible_connection": "winrm",
+        "ansible_connection": endpoint.connection,
         "ansible_shell_type": "powershell",
-        "ansible_winrm_transport": endpoint.auth,
-        "ansible_winrm_scheme": endpoint.scheme,
         "ansible_user": endpoint.username,
         "ansible_password": endpoint.password,
+    }
+    https = endpoint.scheme == "https" and ca_path is not None
+    if endpoint.connection == "psrp":
+        return common | {
+            "ansible_psrp_auth": endpoint.auth,
+            "ansible_psrp_protocol": endpoint.scheme,
+            "ansible_psrp_cert_validation": "validate",
+            "ansible_psrp_read_timeout": READ_TIMEOUT_S,
+            "ansible_psrp_operation_timeout": OPERATION_TIMEOUT_S,
+        } | ({"ansible_psrp_ca_cert": str(ca_path)} if https else {})
+    return common | {
+        "ansible_winrm_transport": endpoint.auth,
+        "ansible_winrm_scheme": endpoint.scheme,
         "ansible_winrm_server_cert_validation": "validate",
         "ansible_winrm_read_timeout_sec": READ_TIMEOUT_S,
         "ansible_winrm_operation_timeout_sec": OPERATION_TIMEOUT_S,
+    } | ({"ansible_winrm_ca_trust_path": str(ca_path)} if https else {})
+
+
+def ssh_host_vars(endpoint: SshEndpoint, keys: SshKeys) -> dict[str, Any]:
+    """Connection variables of one Windows OpenSSH host: the run's key, host keys checked against the run's known_hosts."""
+    return {
+        "ansible_host": "127.0.0.1",
+        "ansible_port": endpoint.port,
+        "ansible_connection": "ssh",
+        "ansible_shell_type": "powershell",
+        "ansible_user": endpoint.username,
+        "ansible_ssh_private_key_file": str(keys.private_key),
+        # Host-key checking on, whatever ANSIBLE_HOST_KEY_CHECKING says; only this run's host keys are known.
+        "ansible_ssh_host_key_checking": True,
+        "ansible_ssh_common_args": (
+            f"-o UserKnownHostsFile={keys.known_hosts} -o GlobalKnownHostsFile=/dev/null "
+            "-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
+        ),
+        # ssh's control sockets must stay under the 108 bytes of a Unix socket path.
+        "ansible_control_path_dir": str(keys.control_dir),
     }
-    if endpoint.scheme == "https" and ca_path is not None:
-        variables["ansible_winrm_ca_trust_path"] = str(ca_path)
-    return variables
 
 
-def build(group: str, endpoints: Mapping[str, Endpoint], ca_path: Path | None) -> dict[str, Any]:
+def build(
+    group: str,
+    endpoints: Mapping[str, Endpoint | SshEndpoint],
+    ca_path: Path | None,
+    ssh_keys: SshKeys | None = None,
+) -> dict[str, Any]:
     """The inventory document: every host in ``group``, in scenario order."""
-    hosts = {name: host_vars(endpoint, ca_path) for name, endpoint in endpoints.items()}
+    hosts: dict[str, Any] = {}
+    for name, endpoint in endpoints.items():
+        if isinstance(endpoint, SshEndpoint):
+            if ssh_keys is None:
+                raise ValueError(f"host {name}: an ssh host needs the run's keys")
+            hosts[name] = ssh_host_vars(endpoint, ssh_keys)
+        else:
+            hosts[name] = host_vars(endpoint, ca_path)
     return {"all": {"children": {group: {"hosts": hosts}}}}
 
 

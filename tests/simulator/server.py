@@ -20,7 +20,6 @@ import hmac
 import itertools
 import json
 import os
-import re
 import selectors
 import socket
 import ssl
@@ -30,48 +29,47 @@ import threading
 import time
 import traceback
 import uuid
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any, Protocol, Self
 from urllib.parse import urlsplit
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape
 
 import spnego
 from spnego._ntlm import NTLMProxy
 from spnego._ntlm_raw.messages import Authenticate, AvId, Challenge, MessageType, NTClientChallengeV2, TargetInfo
 from spnego.channel_bindings import GssChannelBindings
 
-from . import tls
+from . import psrp, tls
+from .wsman import (
+    ACTIONS,
+    ANONYMOUS,
+    CMD_RESOURCE_URI,
+    COMMAND_STATE_DONE,
+    COMMAND_STATE_RUNNING,
+    ERROR_WSMAN_INVALID_SELECTORS,
+    ERROR_WSMAN_OPERATION_TIMEDOUT,
+    NS_SHELL,
+    NS_TRANSFER,
+    PSRP_RESOURCE_URI,
+    TIMED_OUT_MESSAGE,
+    Reply,
+    Request,
+    WsmanFault,
+    envelope,
+    fault_envelope,
+    operation_timeout_s,
+    operations_quota_fault,
+    parse_duration,
+    parse_request,
+    qname,
+    shells_quota_fault,
+    stream_elements,
+    unsupported,
+)
 
-NS_SOAP = "http://www.w3.org/2003/05/soap-envelope"
-NS_ADDRESSING = "http://schemas.xmlsoap.org/ws/2004/08/addressing"
-NS_WSMAN = "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd"
-NS_SHELL = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
-NS_TRANSFER = "http://schemas.xmlsoap.org/ws/2004/09/transfer"
-NS_FAULT = "http://schemas.microsoft.com/wbem/wsman/1/wsmanfault"
-
-CMD_RESOURCE_URI = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd"
-ANONYMOUS = "http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous"
-FAULT_ACTION = "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault"
-COMMAND_STATE_DONE = NS_SHELL + "/CommandState/Done"
-COMMAND_STATE_RUNNING = NS_SHELL + "/CommandState/Running"
-
-ACTIONS = {
-    NS_TRANSFER + "/Create": "Create",
-    NS_TRANSFER + "/Delete": "Delete",
-    NS_SHELL + "/Command": "Command",
-    NS_SHELL + "/Send": "Send",
-    NS_SHELL + "/Receive": "Receive",
-    NS_SHELL + "/Signal": "Signal",
-}
-
-# HRESULTs carried in wsmanfault:WSManFault/@Code.
-E_NOTIMPL = 0x80004001
-E_FAIL = 0x80004005
-ERROR_WSMAN_INVALID_SELECTORS = 0x8033805B
 # cmd.exe's longest command line; WinRS runs every command through cmd.exe
 # unless the client sets WINRS_SKIP_CMD_SHELL (pywinrm and Ansible never do).
 MAX_CMD_EXE_CHARS = 8191
@@ -80,15 +78,6 @@ MAX_CREATEPROCESS_CHARS = 32766
 # HRESULT_FROM_WIN32(ERROR_FILENAME_EXCED_RANGE), 2147942606.
 ERROR_FILENAME_EXCED_RANGE = 0x800700CE
 FILENAME_TOO_LONG_MESSAGE = "The filename or extension is too long."
-# ERROR_WSMAN_OPERATION_TIMEDOUT (2150858793): pywinrm recognises a Receive
-# timeout by this code alone and quietly sends the next Receive.
-ERROR_WSMAN_OPERATION_TIMEDOUT = 0x80338029
-TIMED_OUT_MESSAGE = "The WS-Management service cannot complete the operation within the time specified in OperationTimeout."
-# The WinRM service's own refusals (wsmerror.h; sources in docs/windows-facts.md).
-ERROR_WSMAN_SCHEMA_VALIDATION_ERROR = 0x80338041
-ERROR_WSMAN_QUOTA_MAX_SHELLS = 0x803381A5
-ERROR_WSMAN_QUOTA_MAX_OPERATIONS = 0x803381A6
-NS_WMI_ERROR = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/MSFT_WmiError"
 
 ENCRYPTED_PROTOCOL = "application/HTTP-SPNEGO-session-encrypted"
 MIME_BOUNDARY = b"--Encrypted Boundary"
@@ -98,11 +87,8 @@ SOAP_CONTENT_TYPE = "application/soap+xml;charset=UTF-8"
 # One Receive answer stays well inside the client's MaxEnvelopeSize (153,600
 # bytes): output is handed out in slices, the way WinRS streams it.
 RECEIVE_BUDGET = 96 * 1024
-STREAM_CHUNK = 32 * 1024
 MAX_BODY = 16 * 1024 * 1024
 IDLE_TIMEOUT_S = 300.0
-# What WinRM assumes when a request carries no w:OperationTimeout.
-DEFAULT_OPERATION_TIMEOUT_S = 20.0
 TLS_HANDSHAKE_TIMEOUT_S = 30.0
 
 SUPPORTED_AUTH = ("basic", "ntlm")
@@ -121,6 +107,10 @@ class WinrmLimits:
     max_operations_per_user: int = 1500
     # winrs IdleTimeout (ms / 1000): the longest a shell may stay unused, and the cap on what a Create asks for.
     idle_timeout_s: float = 7200.0
+    # The Microsoft.PowerShell session configuration's quotas (psrp), on top of the service's:
+    # MaxShellsPerUser, and MaxConcurrentCommandsPerShell (pipelines not yet stopped).
+    psrp_max_shells_per_user: int = 25
+    psrp_max_commands_per_shell: int = 1000
 
 
 WINDOWS_DEFAULTS = WinrmLimits()
@@ -172,6 +162,10 @@ class HostLike(Protocol):
     @property
     def allow_unencrypted(self) -> bool: ...
 
+    # winrm or psrp (the inventory's ansible_connection); the server serves both shell kinds either way.
+    @property
+    def connection(self) -> str: ...
+
     @property
     def unreachable(self) -> bool: ...
 
@@ -181,221 +175,12 @@ class HostLike(Protocol):
     def run_command(self, command: str, arguments: list[str], read_stdin: Callable[[], bytes]) -> CommandOutcomeLike:
         """Run one command; ``read_stdin`` blocks until the client closes stdin and returns all of it."""
 
+    def run_script(self, script: str, read_stdin: Callable[[], bytes]) -> psrp.OutcomeLike:
+        """Run one script in a runspace (psrp) with its pipeline input."""
+
 
 class ConfigError(ValueError):
     """A host cannot be served as configured; raised before any port is bound."""
-
-
-class WsmanFault(Exception):
-    """A request that is answered with a WS-Management fault (HTTP 500).
-
-    ``detail`` is the fault detail's message when Windows words it apart from
-    the reason; ``wmi_error`` puts the code in an ``MSFT_WmiError`` detail
-    instead of a ``WSManFault`` one, as Windows does for some quota faults
-    (Ansible's winrm connection reads the code from there).
-    """
-
-    def __init__(
-        self,
-        message: str,
-        code: int = E_FAIL,
-        subcode: str = "w:InternalError",
-        sender: bool = False,
-        *,
-        detail: str | None = None,
-        wmi_error: bool = False,
-    ):
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.subcode = subcode
-        self.sender = sender
-        self.detail = detail or message
-        self.wmi_error = wmi_error
-
-
-def shells_quota_fault(limit: int) -> WsmanFault:
-    """MaxShellsPerUser reached: Windows' QuotaLimit fault, worded as Windows words it."""
-    return WsmanFault(
-        "The WS-Management service cannot process the request. The maximum number of concurrent shells for this user "
-        "has been exceeded. Close existing shells or raise the quota for this user.",
-        code=ERROR_WSMAN_QUOTA_MAX_SHELLS,
-        subcode="w:QuotaLimit",
-        sender=True,
-        detail=f"The WS-Management service cannot process the request. This user is allowed a maximum number of {limit} "
-        "concurrent shells, which has been exceeded. Close existing shells or raise the quota for this user.",
-    )
-
-
-def operations_quota_fault(limit: int) -> WsmanFault:
-    """MaxConcurrentOperationsPerUser reached; the code travels in an MSFT_WmiError, where Ansible looks for it."""
-    return WsmanFault(
-        f"The WS-Management service cannot process the request. This user is allowed a maximum number of {limit} "
-        "concurrent operations, which has been exceeded. Close existing operations for this user, or raise the quota for this user.",
-        code=ERROR_WSMAN_QUOTA_MAX_OPERATIONS,
-        wmi_error=True,
-    )
-
-
-def unsupported(what: str) -> WsmanFault:
-    return WsmanFault(
-        f"not supported by the simulator: {what}",
-        code=E_NOTIMPL,
-        subcode="w:ActionNotSupported",
-        sender=True,
-    )
-
-
-# --------------------------------------------------------------------------- XML
-
-
-@dataclass(frozen=True)
-class Request:
-    """The parts of a WS-Management request the simulator acts on."""
-
-    action_uri: str
-    message_id: str
-    resource_uri: str
-    shell_id: str | None
-    body: ET.Element
-    operation_timeout: str = ""
-    options: Mapping[str, str] = field(default_factory=dict)
-
-
-def _q(ns: str, tag: str) -> str:
-    return f"{{{ns}}}{tag}"
-
-
-def parse_request(xml: bytes) -> Request:
-    """Read the envelope; a malformed one is a sender fault, not a crash."""
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError as exc:
-        raise WsmanFault(
-            f"the request is not well-formed XML: {exc}",
-            subcode="w:SchemaValidationError",
-            sender=True,
-        ) from exc
-    if root.tag != _q(NS_SOAP, "Envelope"):
-        raise WsmanFault(
-            "the request is not a SOAP 1.2 envelope",
-            subcode="w:SchemaValidationError",
-            sender=True,
-        )
-    header = root.find(_q(NS_SOAP, "Header"))
-    body = root.find(_q(NS_SOAP, "Body"))
-    if header is None or body is None:
-        raise WsmanFault(
-            "the envelope has no Header or no Body",
-            subcode="w:SchemaValidationError",
-            sender=True,
-        )
-
-    def text(path: str) -> str:
-        node = header.find(path)
-        return (node.text or "").strip() if node is not None else ""
-
-    shell_id = None
-    for selector in header.iterfind(f"{_q(NS_WSMAN, 'SelectorSet')}/{_q(NS_WSMAN, 'Selector')}"):
-        if selector.get("Name") == "ShellId":
-            shell_id = (selector.text or "").strip()
-    options = {
-        str(option.get("Name")): (option.text or "").strip()
-        for option in header.iterfind(f"{_q(NS_WSMAN, 'OptionSet')}/{_q(NS_WSMAN, 'Option')}")
-    }
-    return Request(
-        options=options,
-        action_uri=text(_q(NS_ADDRESSING, "Action")),
-        message_id=text(_q(NS_ADDRESSING, "MessageID")),
-        resource_uri=text(_q(NS_WSMAN, "ResourceURI")),
-        shell_id=shell_id,
-        body=body,
-        operation_timeout=text(_q(NS_WSMAN, "OperationTimeout")),
-    )
-
-
-_DURATION = re.compile(r"P(?:(\d+)D)?(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?")
-
-
-def parse_duration(value: str, what: str = "w:OperationTimeout") -> float:
-    """Seconds in an xs:duration as WS-Management sends it (``PT20.000S``, ``PT1M``, ``P0DT20S``)."""
-    match = _DURATION.fullmatch(value.strip())
-    if match is None or value.strip() in ("P", ""):
-        raise WsmanFault(
-            f"{what} {value!r} is not an xs:duration such as PT20.000S",
-            code=ERROR_WSMAN_SCHEMA_VALIDATION_ERROR,
-            subcode="w:SchemaValidationError",
-            sender=True,
-        )
-    days, hours, minutes, seconds = match.groups()
-    return int(days or 0) * 86400.0 + int(hours or 0) * 3600.0 + int(minutes or 0) * 60.0 + float(seconds or 0)
-
-
-def operation_timeout_s(request: Request) -> float:
-    return parse_duration(request.operation_timeout) if request.operation_timeout else DEFAULT_OPERATION_TIMEOUT_S
-
-
-_ENVELOPE_OPEN = (
-    '<s:Envelope xml:lang="en-US"'
-    f' xmlns:s="{NS_SOAP}" xmlns:a="{NS_ADDRESSING}" xmlns:x="{NS_TRANSFER}"'
-    f' xmlns:w="{NS_WSMAN}" xmlns:rsp="{NS_SHELL}"'
-    ' xmlns:p="http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd">'
-)
-
-
-def envelope(action: str, relates_to: str, body: str) -> bytes:
-    header = (
-        "<s:Header>"
-        f"<a:Action>{escape(action)}</a:Action>"
-        f"<a:MessageID>uuid:{str(uuid.uuid4()).upper()}</a:MessageID>"
-        f"<a:To>{ANONYMOUS}</a:To>"
-        f"<a:RelatesTo>{escape(relates_to)}</a:RelatesTo>"
-        "</s:Header>"
-    )
-    return f"{_ENVELOPE_OPEN}{header}<s:Body>{body}</s:Body></s:Envelope>".encode()
-
-
-def fault_envelope(fault: WsmanFault, relates_to: str, machine: str) -> bytes:
-    side = "s:Sender" if fault.sender else "s:Receiver"
-    detail = _wmi_error_detail(fault) if fault.wmi_error else _wsman_fault_detail(fault, machine)
-    body = (
-        "<s:Fault>"
-        f"<s:Code><s:Value>{side}</s:Value><s:Subcode><s:Value>{escape(fault.subcode)}</s:Value></s:Subcode></s:Code>"
-        f'<s:Reason><s:Text xml:lang="en-US">{escape(fault.message)}</s:Text></s:Reason>'
-        f"<s:Detail>{detail}</s:Detail>"
-        "</s:Fault>"
-    )
-    return envelope(FAULT_ACTION, relates_to, body)
-
-
-def _wsman_fault_detail(fault: WsmanFault, machine: str) -> str:
-    return (
-        f'<f:WSManFault xmlns:f="{NS_FAULT}" Code="{fault.code}" Machine={quoteattr(machine)}>'
-        f"<f:Message>{escape(fault.detail)}</f:Message>"
-        "</f:WSManFault>"
-    )
-
-
-def _wmi_error_detail(fault: WsmanFault) -> str:
-    """The CIM error Windows sends for a refused WinRS Command (recorded in pywinrm's tests)."""
-    return (
-        f'<p:MSFT_WmiError xmlns:p="{NS_WMI_ERROR}">'
-        "<p:CIMStatusCode>27</p:CIMStatusCode>"
-        f"<p:Message>{escape(fault.detail)}</p:Message>"
-        f"<p:MessageID>HRESULT 0x{fault.code:08x}</p:MessageID>"
-        "<p:error_Category>30</p:error_Category>"
-        f"<p:error_Code>{fault.code}</p:error_Code>"
-        "<p:error_Type>HRESULT</p:error_Type>"
-        f"<p:error_WindowsErrorMessage>{escape(fault.detail)}</p:error_WindowsErrorMessage>"
-        "</p:MSFT_WmiError>"
-    )
-
-
-def _stream_elements(name: str, command_id: str, data: bytes) -> list[str]:
-    return [
-        f'<rsp:Stream Name="{name}" CommandId="{command_id}">{base64.b64encode(data[i : i + STREAM_CHUNK]).decode()}</rsp:Stream>'
-        for i in range(0, len(data), STREAM_CHUNK)
-    ]
 
 
 # --------------------------------------------------------------------------- shells
@@ -489,15 +274,16 @@ class _Shell:
     # every Command started in it. WinRS releases a Command's only with its shell
     # (a Signal does not release it), hence Ansible re-creates the shell on the fault.
     operations: int = 1
+    resource_uri: str = CMD_RESOURCE_URI
+    # A PowerShell shell's runspace pool (psrp.py); None for a cmd shell.
+    pool: psrp.RunspacePool | None = None
 
-
-@dataclass(frozen=True)
-class Reply:
-    """What one SOAP request is answered with."""
-
-    status: int
-    body: bytes
-    cut: bool = False
+    def close(self) -> None:
+        """Its commands end with it: none of them will read stdin now."""
+        for command in self.commands.values():
+            command.abandon()
+        if self.pool is not None:
+            self.pool.close()
 
 
 class HostService:
@@ -529,7 +315,7 @@ class HostService:
             action = ACTIONS.get(request.action_uri)
             log["action"] = action or request.action_uri
             log["shell_id"] = request.shell_id
-            if request.resource_uri != CMD_RESOURCE_URI:
+            if request.resource_uri not in (CMD_RESOURCE_URI, PSRP_RESOURCE_URI):
                 raise unsupported(f"resource URI {request.resource_uri or '(none)'}")
             if action is None:
                 raise unsupported(f"action {request.action_uri or '(none)'}")
@@ -547,8 +333,7 @@ class HostService:
         """Delete the shells unused for longer than their IdleTimeOut, as WinRS does on its own. Lock held."""
         now = self._clock()
         for shell in [shell for shell in self._shells.values() if now - shell.last_used > shell.idle_timeout_s]:
-            for command in self._shells.pop(shell.shell_id).commands.values():
-                command.abandon()
+            self._shells.pop(shell.shell_id).close()
 
     def _counted_command(self, handler: Callable[[Request, dict[str, Any]], Reply], request: Request, log: dict[str, Any]) -> Reply:
         """Run the Command handler if the user has an operation left; the shell holds it from then on."""
@@ -571,9 +356,12 @@ class HostService:
             raise operations_quota_fault(limit)
 
     def _shell(self, request: Request) -> _Shell:
-        """The request's shell, which the request uses (restarting its idle time). Lock held."""
+        """The request's shell, which the request uses (restarting its idle time). Lock held.
+
+        A shell exists only under the resource URI it was created with.
+        """
         shell = self._shells.get(request.shell_id or "")
-        if shell is None:
+        if shell is None or shell.resource_uri != request.resource_uri:
             raise WsmanFault(
                 f"The request for the Windows Remote Shell with ShellId {request.shell_id} failed because the shell was not found "
                 "on the server. Possible causes are: the specified ShellId is incorrect or the shell no longer exists on the "
@@ -599,36 +387,54 @@ class HostService:
 
     def _do_create(self, request: Request, log: dict[str, Any]) -> Reply:
         idle_timeout_s = self._idle_timeout_s(request)
-        shell_id = str(uuid.uuid4()).upper()
+        powershell = request.resource_uri == PSRP_RESOURCE_URI
         with self._lock:
-            if len(self._shells) >= self.limits.max_shells_per_user:
-                raise shells_quota_fault(self.limits.max_shells_per_user)
-            self._check_operations()
-            self._shells[shell_id] = _Shell(shell_id, idle_timeout_s=idle_timeout_s, last_used=self._clock())
+            self._check_shell_quotas(powershell)
+        # A runspace pool answers its opening messages at once; the client's ShellId is kept, as on Windows.
+        pool, shell_id = (
+            psrp.open_pool(self.host, request, self.limits.psrp_max_commands_per_shell) if powershell else (None, str(uuid.uuid4()).upper())
+        )
+        with self._lock:
+            self._check_shell_quotas(powershell)
+            if shell_id in self._shells:
+                raise WsmanFault(f"a shell with ShellId {shell_id} already exists", subcode="w:AlreadyExists", sender=True)
+            self._shells[shell_id] = _Shell(
+                shell_id, idle_timeout_s=idle_timeout_s, last_used=self._clock(), resource_uri=request.resource_uri, pool=pool
+            )
         log["shell_id"] = shell_id
+        streams = (psrp.INPUT_STREAMS, psrp.OUTPUT_STREAMS) if powershell else ("stdin", "stdout stderr")
         body = (
             "<x:ResourceCreated>"
             f"<a:Address>{ANONYMOUS}</a:Address>"
             "<a:ReferenceParameters>"
-            f"<w:ResourceURI>{CMD_RESOURCE_URI}</w:ResourceURI>"
+            f"<w:ResourceURI>{request.resource_uri}</w:ResourceURI>"
             f'<w:SelectorSet><w:Selector Name="ShellId">{shell_id}</w:Selector></w:SelectorSet>'
             "</a:ReferenceParameters>"
             "</x:ResourceCreated>"
             "<rsp:Shell>"
             f"<rsp:ShellId>{shell_id}</rsp:ShellId>"
-            f"<rsp:ResourceUri>{CMD_RESOURCE_URI}</rsp:ResourceUri>"
+            f"<rsp:ResourceUri>{request.resource_uri}</rsp:ResourceUri>"
             f"<rsp:Owner>{escape(self.host.username)}</rsp:Owner>"
             "<rsp:ClientIP>127.0.0.1</rsp:ClientIP>"
             f"<rsp:IdleTimeOut>PT{idle_timeout_s:.3f}S</rsp:IdleTimeOut>"
-            "<rsp:InputStreams>stdin</rsp:InputStreams>"
-            "<rsp:OutputStreams>stdout stderr</rsp:OutputStreams>"
+            f"<rsp:InputStreams>{streams[0]}</rsp:InputStreams>"
+            f"<rsp:OutputStreams>{streams[1]}</rsp:OutputStreams>"
             "</rsp:Shell>"
         )
         return Reply(200, envelope(NS_TRANSFER + "/CreateResponse", request.message_id, body))
 
+    def _check_shell_quotas(self, powershell: bool) -> None:
+        """MaxShellsPerUser of the service for every shell, and the PowerShell plugin's own for runspace pools. Lock held."""
+        if len(self._shells) >= self.limits.max_shells_per_user:
+            raise shells_quota_fault(self.limits.max_shells_per_user)
+        limit = self.limits.psrp_max_shells_per_user
+        if powershell and sum(shell.pool is not None for shell in self._shells.values()) >= limit:
+            raise psrp.shells_quota_fault(limit)
+        self._check_operations()
+
     def _idle_timeout_s(self, request: Request) -> float:
         """The IdleTimeOut the shell gets: what the client asks for, at most the configured one; 0 or none is that one."""
-        asked = request.body.findtext(f"{_q(NS_SHELL, 'Shell')}/{_q(NS_SHELL, 'IdleTimeOut')}")
+        asked = request.body.findtext(f"{qname(NS_SHELL, 'Shell')}/{qname(NS_SHELL, 'IdleTimeOut')}")
         limit = self.limits.idle_timeout_s
         if asked is None:
             return limit
@@ -637,16 +443,18 @@ class HostService:
 
     def _do_command(self, request: Request, log: dict[str, Any]) -> Reply:
         with self._lock:
-            self._shell(request)
-        line = request.body.find(_q(NS_SHELL, "CommandLine"))
+            pool = self._shell(request).pool
+        if pool is not None:
+            return pool.command(request, log)
+        line = request.body.find(qname(NS_SHELL, "CommandLine"))
         if line is None:
             raise WsmanFault(
                 "the Command request has no rsp:CommandLine",
                 subcode="w:SchemaValidationError",
                 sender=True,
             )
-        command = (line.findtext(_q(NS_SHELL, "Command")) or "").strip()
-        arguments = [node.text or "" for node in line.iterfind(_q(NS_SHELL, "Arguments"))]
+        command = (line.findtext(qname(NS_SHELL, "Command")) or "").strip()
+        arguments = [node.text or "" for node in line.iterfind(qname(NS_SHELL, "Arguments"))]
         command_line = " ".join([command, *arguments])
         log["command"] = command
         log["command_line_chars"] = len(command_line)
@@ -693,7 +501,11 @@ class HostService:
             entry.finish(outcome)
 
     def _do_send(self, request: Request, log: dict[str, Any]) -> Reply:
-        stream = request.body.find(f"{_q(NS_SHELL, 'Send')}/{_q(NS_SHELL, 'Stream')}")
+        with self._lock:
+            pool = self._shell(request).pool
+        if pool is not None:
+            return pool.send(request, log)
+        stream = request.body.find(f"{qname(NS_SHELL, 'Send')}/{qname(NS_SHELL, 'Stream')}")
         if stream is None:
             raise WsmanFault(
                 "the Send request has no rsp:Stream",
@@ -726,7 +538,11 @@ class HostService:
         )
 
     def _do_receive(self, request: Request, log: dict[str, Any]) -> Reply:
-        desired = request.body.find(f"{_q(NS_SHELL, 'Receive')}/{_q(NS_SHELL, 'DesiredStream')}")
+        with self._lock:
+            pool = self._shell(request).pool
+        if pool is not None:
+            return pool.receive(request, log)
+        desired = request.body.find(f"{qname(NS_SHELL, 'Receive')}/{qname(NS_SHELL, 'DesiredStream')}")
         command_id = desired.get("CommandId") if desired is not None else None
         timeout_s = operation_timeout_s(request)
         with self._lock:
@@ -769,7 +585,7 @@ class HostService:
         err = command.stderr[command.err_pos : command.err_pos + budget]
         command.err_pos += len(err)
         cid = command.command_id
-        parts = _stream_elements("stdout", cid, out) + _stream_elements("stderr", cid, err)
+        parts = stream_elements("stdout", cid, out) + stream_elements("stderr", cid, err)
         done = command.out_pos >= len(command.stdout) and command.err_pos >= len(command.stderr)
         if done:
             parts.append(f'<rsp:Stream Name="stdout" CommandId="{cid}" End="true"></rsp:Stream>')
@@ -782,7 +598,11 @@ class HostService:
         return f"<rsp:ReceiveResponse>{''.join(parts)}</rsp:ReceiveResponse>"
 
     def _do_signal(self, request: Request, log: dict[str, Any]) -> Reply:
-        signal = request.body.find(_q(NS_SHELL, "Signal"))
+        with self._lock:
+            pool = self._shell(request).pool
+        if pool is not None:
+            return pool.signal(request, log)
+        signal = request.body.find(qname(NS_SHELL, "Signal"))
         command_id = signal.get("CommandId") if signal is not None else None
         with self._lock:
             self._command(request, command_id)
@@ -800,8 +620,7 @@ class HostService:
     def _do_delete(self, request: Request, log: dict[str, Any]) -> Reply:
         with self._lock:
             self._shell(request)
-            for command in self._shells.pop(request.shell_id or "").commands.values():
-                command.abandon()
+            self._shells.pop(request.shell_id or "").close()
         return Reply(200, envelope(NS_TRANSFER + "/DeleteResponse", request.message_id, ""))
 
 
@@ -852,12 +671,22 @@ def split_account(username: str) -> tuple[str, str]:
     return "", username
 
 
-def computer_name(host: HostLike) -> str:
+class AccountLike(Protocol):
+    """What names a host's account: the host (its computer name) and the user."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def username(self) -> str: ...
+
+
+def computer_name(host: AccountLike) -> str:
     """The simulated computer's name, as the host model reports it: the host name upper-cased."""
     return host.name.upper()
 
 
-def account_names(host: HostLike) -> list[tuple[str, str]]:
+def account_names(host: AccountLike) -> list[tuple[str, str]]:
     """Every (domain, user) Windows takes for the host's account.
 
     A local account (no domain, ``.``, or the computer's own name) is also
@@ -871,7 +700,7 @@ def account_names(host: HostLike) -> list[tuple[str, str]]:
     return [(domain, user)]
 
 
-def is_account(host: HostLike, given: str) -> bool:
+def is_account(host: AccountLike, given: str) -> bool:
     domain, user = split_account(given)
     return (domain.upper(), user.upper()) in {(d.upper(), u.upper()) for d, u in account_names(host)}
 
@@ -1225,6 +1054,7 @@ class Endpoint:
     auth: str
     username: str
     password: str = field(repr=False)
+    connection: str = "winrm"
 
 
 def validate_hosts(hosts: Iterable[HostLike]) -> list[HostLike]:
@@ -1260,7 +1090,7 @@ class Simulator:
         self,
         hosts: Iterable[HostLike],
         workdir: Path,
-        request_log: IO[str] | None = None,
+        request_log: IO[str] | RequestLog | None = None,
         *,
         limits: WinrmLimits = WINDOWS_DEFAULTS,
         clock: Callable[[], float] = time.monotonic,
@@ -1269,7 +1099,8 @@ class Simulator:
         self._workdir = workdir
         self._limits = limits
         self._clock = clock
-        self._request_log = RequestLog(request_log) if request_log is not None else None
+        # One log may be shared with the ssh side (one lock per log keeps its lines whole).
+        self._request_log = request_log if request_log is None or isinstance(request_log, RequestLog) else RequestLog(request_log)
         self._servers: list[HostHTTPServer] = []
         self._refusing: list[socket.socket] = []
         self._stop = threading.Event()
@@ -1313,14 +1144,7 @@ class Simulator:
                 self._servers.append(server)
                 self.services[host.name] = service
                 port = server.server_address[1]
-            self.endpoints[host.name] = Endpoint(
-                host.name,
-                port,
-                host.scheme,
-                host.auth,
-                host.username,
-                host.password,
-            )
+            self.endpoints[host.name] = Endpoint(host.name, port, host.scheme, host.auth, host.username, host.password, host.connection)
 
     def _refuse(self, port: int) -> int:
         # Bound but never listening: the port stays ours and the kernel answers

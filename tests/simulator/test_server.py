@@ -22,7 +22,8 @@ from winrm.exceptions import InvalidCredentialsError, WinRMOperationTimeoutError
 
 from tests.simulator import tls
 from tests.simulator.conftest import Outcome, ScriptedHost, log_entries, receive_request, run
-from tests.simulator.server import CMD_RESOURCE_URI, ConfigError, Simulator, WsmanFault, parse_duration
+from tests.simulator.server import ConfigError, Simulator
+from tests.simulator.wsman import CMD_RESOURCE_URI, WsmanFault, parse_duration
 
 
 @pytest.mark.parametrize(
@@ -126,19 +127,19 @@ def test_unsupported_action_is_a_clear_fault(fleet: Any) -> None:
     assert caught.value.wsman_fault_code is not None
 
 
-def test_powershell_remoting_resource_is_unsupported(fleet: Any) -> None:
+def test_a_resource_other_than_the_cmd_and_powershell_shells_is_unsupported(fleet: Any) -> None:
     running = fleet(ScriptedHost("relay01"))
     protocol = running.protocol("relay01")
     request = {
         "env:Envelope": protocol.build_wsman_header(
             action="http://schemas.xmlsoap.org/ws/2004/09/transfer/Create",
-            resource_uri="http://schemas.microsoft.com/powershell/Microsoft.PowerShell",
+            resource_uri="http://schemas.microsoft.com/wbem/wsman/1/wmi/root/cimv2/Win32_Service",
         )
     }
     request["env:Envelope"]["env:Body"] = {}
     with pytest.raises(
         WSManFaultError,
-        match="not supported by the simulator: resource URI http://schemas.microsoft.com/powershell",
+        match="not supported by the simulator: resource URI http://schemas.microsoft.com/wbem/wsman/1/wmi",
     ):
         protocol.send_message(xmltodict.unparse(request))
 

@@ -187,3 +187,52 @@ def test_cli_refuses_a_bad_scenario(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "kerberos" in result.stderr
     assert not (tmp_path / "inventory.yml").exists()
+
+
+def test_cli_writes_psrp_and_ssh_hosts_with_their_keys(tmp_path: Path) -> None:
+    (tmp_path / "scenario.yml").write_text(
+        "hosts:\n"
+        "  ps01: {connection: psrp, scheme: https}\n"
+        "  ssh01: {connection: ssh}\n"
+        "  winrm01: {}\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.simulator", "--scenario", str(tmp_path / "scenario.yml"),
+         "--inventory", str(tmp_path / "inventory.yml")],
+        cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_for(tmp_path / "inventory.yml", process)
+        hosts = yaml.safe_load((tmp_path / "inventory.yml").read_text())["all"]["children"]["smtp_servers"]["hosts"]
+        assert list(hosts) == ["ps01", "ssh01", "winrm01"]
+        ps01, ssh01 = hosts["ps01"], hosts["ssh01"]
+        assert (ps01["ansible_connection"], ps01["ansible_psrp_auth"], ps01["ansible_psrp_protocol"]) == ("psrp", "ntlm", "https")
+        assert ps01["ansible_psrp_cert_validation"] == "validate" and Path(ps01["ansible_psrp_ca_cert"]).is_file()
+        assert (ssh01["ansible_connection"], ssh01["ansible_shell_type"]) == ("ssh", "powershell")
+        assert "ansible_password" not in ssh01 and ssh01["ansible_ssh_host_key_checking"] is True
+        key = Path(ssh01["ansible_ssh_private_key_file"])
+        assert key.stat().st_mode & 0o777 == 0o600
+        assert "StrictHostKeyChecking=yes" in ssh01["ansible_ssh_common_args"]
+        known_hosts = ssh01["ansible_ssh_common_args"].split("UserKnownHostsFile=")[1].split()[0]
+        assert Path(known_hosts).read_text().startswith(f"[127.0.0.1]:{ssh01['ansible_port']} ssh-ed25519 ")
+        assert hosts["winrm01"]["ansible_connection"] == "winrm"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    # The run's key and CA go with it.
+    assert not key.exists() and not Path(ps01["ansible_psrp_ca_cert"]).exists()
+
+
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [("{connection: telnet}", "connection"), ("{connection: ssh, default_shell: bash}", "default_shell"),
+     ("{connection: ssh, faults: {http_401: true}}", "a WS-Management fault; this host's connection is ssh")],
+    ids=["connection", "default-shell", "wsman-fault-on-ssh"])
+def test_cli_refuses_a_bad_connection_key(tmp_path: Path, host: str, message: str) -> None:
+    (tmp_path / "scenario.yml").write_text(f"hosts:\n  relay01: {host}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.simulator", "--scenario", str(tmp_path / "scenario.yml"),
+         "--inventory", str(tmp_path / "inventory.yml")],
+        cwd=REPO_ROOT, capture_output=True, check=False, text=True, timeout=60,
+    )
+    assert result.returncode == 2 and message in result.stderr

@@ -29,7 +29,8 @@ from winrm.protocol import Protocol
 from tests.simulator import tls
 from tests.simulator.conftest import Running, ScriptedHost, log_entries, run
 from tests.simulator.scenario import ScenarioError, parse_scenario
-from tests.simulator.server import CMD_RESOURCE_URI, NS_SHELL, NS_TRANSFER, SOAP_CONTENT_TYPE, UNENCRYPTED_REFUSAL
+from tests.simulator.server import SOAP_CONTENT_TYPE, UNENCRYPTED_REFUSAL
+from tests.simulator.wsman import CMD_RESOURCE_URI, NS_SHELL, NS_TRANSFER
 
 SHELL_NOT_FOUND = 2150858843
 SCHEMA_VALIDATION_ERROR = 2150858817
@@ -127,7 +128,7 @@ def test_an_envelope_over_max_envelope_size_is_a_bare_413(fleet: Any, request_lo
 def test_the_31st_shell_of_a_user_gets_the_quota_fault(fleet: Any) -> None:
     running = fleet(ScriptedHost("relay01"))
     protocol = running.protocol("relay01")
-    shells = [protocol.open_shell() for _ in range(30)]
+    shells = [protocol.open_shell() for _number in range(30)]
     with pytest.raises(WSManFaultError) as caught:
         protocol.open_shell()
     fault = caught.value
@@ -157,7 +158,7 @@ def test_every_command_holds_an_operation_until_its_shell_is_deleted(fleet: Any)
     shell_id = protocol.open_shell()
     # The shell holds one operation and each Command one more; a Signal does not give it back.
     protocol.cleanup_command(shell_id, protocol.run_command(shell_id, "PowerShell", ["-x"]))
-    for _ in range(1500 - 2):
+    for _number in range(1500 - 2):
         protocol.run_command(shell_id, "PowerShell", ["-x"])
     with pytest.raises(WSManFaultError) as caught:
         protocol.run_command(shell_id, "PowerShell", ["-x"])
@@ -213,7 +214,7 @@ def test_idle_shells_stop_counting_against_the_shell_quota(fleet: Any) -> None:
     clock = FakeClock()
     running = fleet(ScriptedHost("relay01"), clock=clock)
     protocol = running.protocol("relay01")
-    for _ in range(30):
+    for _number in range(30):
         protocol.open_shell()
     clock.advance(IDLE_TIMEOUT_S + 0.5)
     assert protocol.open_shell()
