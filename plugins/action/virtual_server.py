@@ -1,8 +1,11 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Action plugin for mailops.iis_smtp.virtual_server.
 
-Glue only: validate the task arguments, then hand the engine a call function
-bound to this host's connection. Everything else happens in
+Glue only: validate the task arguments (and, inside the collection's role,
+the role's variables), refuse what must not reach the host, then hand the
+engine a call function bound to this host's connection. Check mode comes
+from the task (``--check`` or a play or task ``check_mode: true``), so the
+role needs no flag for it. Everything else happens in
 plugins/plugin_utils/_engine.py.
 """
 
@@ -15,7 +18,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _args, _engine, _protocol, _transport
+from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _action, _args, _engine, _transport
 
 
 class ActionModule(ActionBase):
@@ -28,27 +31,21 @@ class ActionModule(ActionBase):
             return _engine.failure("invalid_argument", "Invalid arguments: " + "; ".join(validated.error_messages))
         params = validated.validated_parameters
         try:
-            return _engine.EnforceArgs(
-                state=params["state"],
-                instances=_args.selectors(params["instances"]),
-                instance_states=_args.instance_states(params["instance_states"]),
-                service_start_mode=params["service_start_mode"],
-                timeout=_args.timeout(params["timeout"]),
-                fail_on_drift=params["fail_on_drift"],
-            )
+            return _engine.EnforceArgs(**_args.desired(params), timeout=_args.timeout(params["timeout"]),
+                                       fail_on_drift=params["fail_on_drift"])
         except _args.ArgumentError as exc:
             return _engine.failure(exc.reason, "Invalid arguments: %s" % exc)
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result: dict[str, Any] = super().run(tmp, task_vars)
-        args = self._enforce_args()
+        task_vars = task_vars or {}
+        args = _action.role_variables(self._task, task_vars) or self._enforce_args()
         if isinstance(args, dict):
             result.update(args)
             return result
-        try:
-            _transport.check_connection(self._connection, become=bool(self._play_context.become))
-        except _protocol.AgentError as exc:
-            result.update(_engine.failure(exc.code, exc.message))
+        refused = _action.preflight(self._task, self._connection, bool(self._play_context.become), task_vars)
+        if refused is not None:
+            result.update(refused)
             return result
         channel = _transport.Channel(self._connection)
         result.update(_engine.enforce(channel, time.monotonic, args, check_mode=bool(self._task.check_mode),

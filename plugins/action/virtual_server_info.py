@@ -1,8 +1,10 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Action plugin for mailops.iis_smtp.virtual_server_info.
 
-Glue only: validate `instances`, observe once through the transport and let
-the engine shape the result. Read-only, so check mode changes nothing.
+Glue only: validate the desired-state options (the same as virtual_server's,
+so that `compliant` means the same in both results), refuse what must not
+reach the host, observe once through the transport and let the engine shape
+the result. Read-only, so check mode changes nothing.
 """
 
 from __future__ import annotations
@@ -13,31 +15,34 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _args, _engine, _protocol, _transport
+from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _action, _args, _engine, _transport
 
 
 class ActionModule(ActionBase):
     _supports_check_mode = True
     _supports_async = False
 
-    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = super().run(tmp, task_vars)
+    def _desired_args(self) -> _engine.DesiredArgs | dict[str, Any]:
         validated = ArgumentSpecValidator(_args.INFO_SPEC).validate(dict(self._task.args))
         if validated.error_messages:
-            result.update(_engine.failure("invalid_argument",
-                                          "Invalid arguments: " + "; ".join(validated.error_messages)))
-            return result
+            return _engine.failure("invalid_argument", "Invalid arguments: " + "; ".join(validated.error_messages))
         try:
-            selectors = _args.selectors(validated.validated_parameters["instances"])
+            return _engine.DesiredArgs(**_args.desired(validated.validated_parameters))
         except _args.ArgumentError as exc:
-            result.update(_engine.failure(exc.reason, "Invalid arguments: %s" % exc))
+            return _engine.failure(exc.reason, "Invalid arguments: %s" % exc)
+
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = super().run(tmp, task_vars)
+        task_vars = task_vars or {}
+        args = self._desired_args()
+        if isinstance(args, dict):
+            result.update(args)
             return result
-        try:
-            _transport.check_connection(self._connection, become=bool(self._play_context.become))
-        except _protocol.AgentError as exc:
-            result.update(_engine.failure(exc.code, exc.message))
+        refused = _action.preflight(self._task, self._connection, bool(self._play_context.become), task_vars)
+        if refused is not None:
+            result.update(refused)
             return result
-        result.update(_engine.info(_transport.Channel(self._connection), selectors))
+        result.update(_engine.info(_transport.Channel(self._connection), args))
         return result
 
 

@@ -50,17 +50,18 @@ options:
     description:
       - Start mode of the C(SMTPSVC) service. V(delayed) is Automatic (Delayed Start).
       - Omit to leave the start mode as it is.
+      - V(disabled) with a virtual server meant to be V(started) or V(paused) is refused before anything runs.
     type: str
     choices: [auto, delayed, manual, disabled]
   timeout:
     description:
       - Seconds to wait, in total, for the service and the virtual servers to reach the
-        desired state. From 1 to 3600.
+        desired state. From 1 to 3600; a boolean is refused.
     type: int
     default: 60
   fail_on_drift:
     description:
-      - In check mode, fail the task with RV(reason=drift) when a change would be made; the
+      - In check mode, fail the task with RV(reason=drift) when the host is not compliant; the
         full predicted result is still returned. Use it as a compliance gate in CI.
     type: bool
     default: false
@@ -260,13 +261,17 @@ operations:
   sample:
     - {op: instance, id: 2, command: continue, ok: true}
 compliant:
-  description: Whether, afterwards (predicted in check mode), every targeted instance is in its
-    desired state, the service runs where needed and the start mode is as asked.
+  description:
+    - Whether every targeted instance is in its desired state, the service runs where needed and the start mode is
+      as asked, judged as RV(mailops.iis_smtp.virtual_server_info#module:compliant) is.
+    - After a run, of the host as the run left it (its last observation, the read-back); in check mode, of the host
+      as found (the prediction is in RV(virtual_servers) and C(changed)).
   returned: when the host could be observed
   type: bool
   sample: true
 findings:
-  description: Compliance findings of the state afterwards; the same as RV(mailops.iis_smtp.virtual_server_info#module:findings).
+  description: Compliance findings against the desired state, of the host as RV(compliant) judges it; the same as
+    RV(mailops.iis_smtp.virtual_server_info#module:findings).
   returned: when the host could be observed
   type: list
   elements: dict
@@ -313,6 +318,7 @@ reason:
       V(smtp_feature_missing), V(smtp_removed_from_os), V(metabase_unavailable),
       V(access_denied), V(not_windows), V(connection_failed), V(auth_failed), V(winrm_fault),
       V(agent_output_invalid), V(agent_exit_nonzero), V(protocol_mismatch), V(request_too_large),
+      V(credentials_unencodable), V(delegation_unsupported), V(instance_id_out_of_range),
       V(invalid_argument), V(invalid_instances), V(drift).
   returned: on failure
   type: str

@@ -15,6 +15,10 @@ description:
   - Adds findings in the manner of the Exchange Server Analyzer SMTP rules (instance stopped
     or paused, service disabled or not running) and for hosts where SMTP cannot run (feature
     missing, Windows Server 2025, IIS 6 metabase compatibility missing).
+  - Findings and RV(compliant) judge the host against the desired state given by O(state),
+    O(instances), O(instance_states) and O(service_start_mode), the options of
+    M(mailops.iis_smtp.virtual_server), so both modules agree on what is compliant. An
+    instance meant to stay stopped is no finding when it is stopped.
   - Such hosts do not fail the task; it fails only when the host cannot be read.
 version_added: 1.0.0
 author:
@@ -23,10 +27,27 @@ options:
   instances:
     description:
       - "Restrict RV(virtual_servers) and the instance findings to these virtual servers, by id
-        or name (C(ServerComment) or V([SMTP Virtual Server #N]))."
+        or name (C(ServerComment) or V([SMTP Virtual Server #N])). Only ASCII digits make an id."
       - A name that matches no instance or several instances fails the task.
     type: list
     elements: raw
+  state:
+    description:
+      - Desired state of the virtual servers read, as in M(mailops.iis_smtp.virtual_server).
+    type: str
+    choices: [started, stopped, paused]
+    default: started
+  instance_states:
+    description:
+      - Per-instance desired states, keyed by id or name; they override O(state) for those
+        instances, which are read in addition to O(instances).
+    type: dict
+  service_start_mode:
+    description:
+      - Desired start mode of the C(SMTPSVC) service; omit to leave it out of the judgement.
+      - V(disabled) with a virtual server meant to be V(started) or V(paused) is refused.
+    type: str
+    choices: [auto, delayed, manual, disabled]
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
@@ -156,8 +177,8 @@ iisadmin:
   sample: {name: IISADMIN, installed: true, state: running, start_mode: auto}
 virtual_servers:
   description:
-    - Every SMTP virtual server (or those in O(instances)), sorted by id. Empty when SMTP is not
-      available on the host.
+    - Every SMTP virtual server (or those in O(instances) and O(instance_states)), sorted by id.
+      Empty when SMTP is not available on the host, or when IISADMIN does not run.
   returned: success
   type: list
   elements: dict
@@ -196,6 +217,10 @@ virtual_servers:
       description: C(ServerAutoStart), whether the instance starts with the service.
       type: bool
       sample: true
+    desired:
+      description: The state this instance is meant to be in (O(state) or its O(instance_states) entry).
+      type: str
+      sample: started
   sample:
     - id: 1
       name: "[SMTP Virtual Server #1]"
@@ -204,6 +229,7 @@ virtual_servers:
       state: started
       state_code: 2
       auto_start: true
+      desired: started
 findings:
   description: Problems found, in the manner of the Exchange Server Analyzer SMTP rules.
   returned: success
@@ -212,10 +238,12 @@ findings:
   contains:
     rule:
       description:
-        - V(smtp_instance_stopped), V(smtp_instance_paused), V(smtp_service_disabled),
-          V(smtp_service_not_running), V(smtp_feature_missing), V(smtp_removed_from_os),
-          V(iisadmin_not_running), V(iisadmin_disabled) or V(metabase_unavailable) (severity V(error)),
-          or V(instance_transitional), V(instance_state_unknown) (severity V(warning)).
+        - V(smtp_instance_stopped), V(smtp_instance_paused) (an instance meant to be started),
+          V(instance_not_desired_state) (another desired state), V(smtp_service_disabled),
+          V(smtp_service_not_running), V(smtp_service_start_mode), V(smtp_feature_missing),
+          V(smtp_removed_from_os), V(iisadmin_not_running), V(iisadmin_disabled) or
+          V(metabase_unavailable) (severity V(error)), or V(instance_transitional),
+          V(instance_state_unknown) (severity V(warning)).
         - "While C(SMTPSVC) is stopped no C(ServerState) can be read: its virtual servers are V(unknown)
           and the service's findings say why they cannot run."
       type: str
@@ -240,15 +268,18 @@ findings:
       message: "SMTP virtual server 1 ([SMTP Virtual Server #1]) is stopped: it accepts no connections
         and relays no mail. Start it."
 compliant:
-  description: True when there is no finding of severity V(error).
+  description:
+    - True when there is no finding of severity V(error) and every instance read is in its desired state
+      (one still changing state, or unreadable, is not yet).
   returned: success
   type: bool
   sample: false
 reason:
   description:
     - Why the host could not be read. One of V(access_denied), V(not_windows), V(connection_failed),
-      V(auth_failed), V(winrm_fault), V(agent_output_invalid), V(agent_exit_nonzero),
-      V(protocol_mismatch), V(invalid_argument), V(invalid_instances).
+      V(auth_failed), V(credentials_unencodable), V(winrm_fault), V(agent_output_invalid),
+      V(agent_exit_nonzero), V(protocol_mismatch), V(delegation_unsupported), V(invalid_argument),
+      V(invalid_instances).
   returned: on failure
   type: str
   sample: access_denied
@@ -264,6 +295,9 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "instances": {"type": "list", "elements": "raw"},
+            "state": {"type": "str", "choices": ["started", "stopped", "paused"], "default": "started"},
+            "instance_states": {"type": "dict"},
+            "service_start_mode": {"type": "str", "choices": ["auto", "delayed", "manual", "disabled"]},
         },
         supports_check_mode=True,
     )

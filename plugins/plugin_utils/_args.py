@@ -9,12 +9,31 @@ message that names the option and the offending value.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any
 
-from ._planner import DESIRED_STATES, START_MODES
+from ._planner import DESIRED_STATES, RUNNING_STATES, START_MODES
 
 Selector = int | str
 MAX_TIMEOUT = 3600
+ROLE = "mailops.iis_smtp.virtual_servers"
+VARIABLE_PREFIX = "iis_smtp_"
+# Variables of this collection's playbooks (playbooks/*.yml), which a role
+# task sees too; the role's own are its defaults.
+PLAYBOOK_VARIABLES = frozenset({
+    "iis_smtp_target", "iis_smtp_serial", "iis_smtp_max_fail_percentage",
+    "iis_smtp_report_slices", "iis_smtp_report_dest", "iis_smtp_report_prune", "iis_smtp_fail_on_problems",
+    "iis_smtp_merged",
+})
+# Variables the role no longer has, and what to do instead.
+RETIRED_VARIABLES = {
+    "iis_smtp_audit": "the role knows check mode by itself (--check or check_mode: true); remove it",
+}
+# Connection settings under which pywinrm and pypsrp authenticate with HTTP
+# Basic (winrm's `plaintext` and `ssl` are Basic too), whose header requests
+# encodes as Latin-1.
+_BASIC_AUTH = {"winrm": frozenset({"basic", "plaintext", "ssl"}), "psrp": frozenset({"basic"})}
 
 
 class ArgumentError(ValueError):
@@ -25,15 +44,16 @@ class ArgumentError(ValueError):
         self.reason = reason
 
 
+# The desired state, which virtual_server enforces and virtual_server_info judges by.
 INFO_SPEC: dict[str, Any] = {
-    "instances": {"type": "list", "elements": "raw"},
-}
-
-ENFORCE_SPEC: dict[str, Any] = {
     "instances": {"type": "list", "elements": "raw"},
     "state": {"type": "str", "choices": list(DESIRED_STATES), "default": "started"},
     "instance_states": {"type": "dict"},
     "service_start_mode": {"type": "str", "choices": list(START_MODES)},
+}
+
+ENFORCE_SPEC: dict[str, Any] = {
+    **INFO_SPEC,
     "timeout": {"type": "int", "default": 60},
     "fail_on_drift": {"type": "bool", "default": False},
 }
@@ -83,8 +103,62 @@ def instance_states(value: dict[Any, Any] | None) -> tuple[tuple[Selector, str],
     return tuple(result)
 
 
+def desired(params: dict[str, Any]) -> dict[str, Any]:
+    """The validated desired-state options of either action, refused when they contradict each other."""
+    states = instance_states(params["instance_states"])
+    mode = params["service_start_mode"]
+    if mode == "disabled":
+        running = [("state", params["state"])] if params["state"] in RUNNING_STATES else []
+        running += [("instance_states[%r]" % (sel,), state) for sel, state in states if state in RUNNING_STATES]
+        if running:
+            where, state = running[0]
+            raise ArgumentError("%s: %s contradicts service_start_mode: disabled: a disabled SMTPSVC cannot run, "
+                                "so no virtual server can be %s; ask for stopped, or another start mode"
+                                % (where, state, state), "invalid_argument")
+    return {"state": params["state"], "instances": selectors(params["instances"]), "instance_states": states,
+            "service_start_mode": mode}
+
+
 def timeout(value: int) -> int:
+    # The int type takes a boolean as it is (bool is an int): `timeout: true` would mean 1 second.
+    if isinstance(value, bool):
+        raise ArgumentError("timeout: %r is not a number of seconds" % value, "invalid_argument")
     if not 1 <= value <= MAX_TIMEOUT:
         raise ArgumentError("timeout: %d is out of range; use 1 to %d seconds" % (value, MAX_TIMEOUT),
                             "invalid_argument")
     return value
+
+
+def role_variable_errors(names: Iterable[str], known: Iterable[str]) -> list[str]:
+    """Why each `iis_smtp_*` name the role sees is not one of its variables (or the collection's playbooks').
+
+    The prefix is this collection's: a name under it that the role does not
+    know is a typo (or a variable the role no longer has), which Ansible
+    would otherwise ignore without a word, leaving the role on its default.
+    """
+    variables = sorted(set(known) | PLAYBOOK_VARIABLES)
+    errors = []
+    for name in sorted(n for n in names if n.startswith(VARIABLE_PREFIX) and n not in variables):
+        if name in RETIRED_VARIABLES:
+            errors.append("%s is no longer a variable of the role %s: %s" % (name, ROLE, RETIRED_VARIABLES[name]))
+            continue
+        close = difflib.get_close_matches(name, variables, n=1, cutoff=0.75)
+        hint = "; did you mean %s?" % close[0] if close else "; its variables are %s" % ", ".join(variables)
+        errors.append("%s is not a variable of the role %s%s" % (name, ROLE, hint))
+    return errors
+
+
+def unencodable_credentials(connection: str, auth: Iterable[str], user: Any, password: Any) -> str | None:
+    """Why the connection cannot send these credentials, or None: HTTP Basic carries Latin-1 text only."""
+    methods = {str(method).lower() for method in auth}
+    if not methods or not methods <= _BASIC_AUTH.get(connection, frozenset()):
+        return None
+    for what, value in (("user name", user), ("password", password)):
+        try:
+            str(value or "").encode("latin-1")
+        except UnicodeEncodeError:
+            # Which character is not said: it would tell part of the secret.
+            return ("the %s cannot be sent with Basic authentication, which carries Latin-1 text only, and it "
+                    "holds a character outside Latin-1: use NTLM, Kerberos or CredSSP, or Latin-1 credentials"
+                    % what)
+    return None

@@ -12,11 +12,12 @@ its last observed state and the Windows error.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ._findings import availability_findings, host_findings, is_compliant
+from ._findings import IISADMIN_RULES, availability_findings, blocking_findings, host_findings, is_compliant
 from ._model import (
     SERVICE_PENDING_NAMES,
     SERVICE_TRANSITIONAL,
@@ -27,11 +28,12 @@ from ._model import (
     parse_error,
     parse_observation,
 )
-from ._planner import Desired, Plan, plan
+from ._planner import MAX_CONTROLLABLE_ID, SERVICE_DISABLED_MSG, Desired, Plan, plan, uncontrollable
 from ._protocol import (
     AGENT_OUTPUT_INVALID,
     IISADMIN_DISABLED,
     IISADMIN_NOT_RUNNING,
+    INSTANCE_ID_OUT_OF_RANGE,
     TRANSIENT_REASONS,
     UNREACHABLE_REASONS,
     WRONG_STATE_ERROR,
@@ -79,11 +81,21 @@ class _Failure(Exception):
 
 
 @dataclass(frozen=True)
-class EnforceArgs:
+class DesiredArgs:
+    """What both actions are told the host should be: their `compliant` is judged against it."""
+
     state: str = "started"
     instances: tuple[Selector, ...] | None = None
     instance_states: tuple[tuple[Selector, str], ...] = ()
     service_start_mode: str | None = None
+
+    @property
+    def states(self) -> frozenset[str]:
+        return frozenset({self.state, *(state for _sel, state in self.instance_states)})
+
+
+@dataclass(frozen=True)
+class EnforceArgs(DesiredArgs):
     timeout: int = 60
     fail_on_drift: bool = False
     poll_ms: int = POLL_MS
@@ -106,6 +118,9 @@ class _Progress:
 
 # ---------------------------------------------------------------- selection
 
+_ASCII_ID = re.compile(r"[0-9]+")
+
+
 def _match_name(host: Host, name: str) -> list[Instance]:
     exact = [i for i in host.instances if name in (i.comment, i.name)]
     if exact:
@@ -123,7 +138,9 @@ def resolve(host: Host, selector: Selector) -> int:
         return selector
     name = str(selector)
     matches = _match_name(host, name)
-    if not matches and name.strip().isdigit():
+    # Only ASCII digits are an id: str.isdigit() also takes '²' (which int()
+    # refuses) and '٢' (which int() reads as 2).
+    if not matches and _ASCII_ID.fullmatch(name.strip()):
         return resolve(host, int(name))
     if not matches:
         raise SelectionError("no SMTP virtual server is named %r on this host; it has: %s" % (name, known))
@@ -133,7 +150,7 @@ def resolve(host: Host, selector: Selector) -> int:
     return matches[0].id
 
 
-def desired_for(host: Host, args: EnforceArgs) -> Desired:
+def desired_for(host: Host, args: DesiredArgs) -> Desired:
     targets: dict[int, str] = {}
     if args.instances is None:
         for inst in host.instances:
@@ -149,7 +166,13 @@ def desired_for(host: Host, args: EnforceArgs) -> Desired:
                                  "different states" % (inst_id, overridden[inst_id][0], sel))
         overridden[inst_id] = (sel, state)
         targets[inst_id] = state
-    return Desired(targets=tuple(sorted(targets.items())), start_mode=args.service_start_mode)
+    return Desired(targets=tuple(sorted(targets.items())), start_mode=args.service_start_mode,
+                   states=frozenset(targets.values()) or args.states)
+
+
+def unread_desired(args: DesiredArgs) -> Desired:
+    """The desired state of a host whose instances could not be read: only the states asked for are known."""
+    return Desired(targets=(), start_mode=args.service_start_mode, states=args.states)
 
 
 # ---------------------------------------------------------------- calls
@@ -229,22 +252,6 @@ def _diff(before: Host, after: Host, ids: list[int]) -> dict[str, Any]:
     return {"before": side(before), "after": side(after)}
 
 
-def _compliant(after: Host, desired: Desired) -> bool:
-    if desired.start_mode is not None and after.smtp.start_mode != desired.start_mode:
-        return False
-    for inst_id, want in desired.targets:
-        inst = after.instance(inst_id)
-        if inst is None:
-            return False
-        if inst.state != want and not (want == "stopped" and after.down(inst)):
-            return False
-        # A paused service shows every instance as paused, which is what a
-        # paused target asks for; the planner sends nothing then either.
-        if want == "started" and after.smtp.state != "running":
-            return False
-    return True
-
-
 def _enforce_result(args: EnforceArgs, desired: Desired, before: Host, after: Host,
                     actions: dict[int, list[str]], operations: list[dict[str, Any]],
                     predicted_change: bool | None = None) -> dict[str, Any]:
@@ -252,8 +259,11 @@ def _enforce_result(args: EnforceArgs, desired: Desired, before: Host, after: Ho
 
     Something changed only if this task made it change: an instance that
     finishes a transition on its own while we wait is not a change of ours.
+    `findings` and `compliant` describe the host as last observed: as found
+    in check mode, as left after a run (its read-back).
     """
     acted = any(op.get("ok") for op in operations) if predicted_change is None else predicted_change
+    observed = before if predicted_change is not None else after
     ids = [inst_id for inst_id, _want in desired.targets]
     servers = []
     for b in before.instances:
@@ -272,8 +282,9 @@ def _enforce_result(args: EnforceArgs, desired: Desired, before: Host, after: Ho
                         "actions": list(acts)})
     service = _service_block(before, after)
     service["changed"] = service["changed"] and acted
+    findings = host_findings(observed, desired)
     return {"changed": acted, "state": args.state, "service": service, "virtual_servers": servers,
-            "operations": operations, "compliant": _compliant(after, desired), "findings": host_findings(after),
+            "operations": operations, "compliant": is_compliant(findings), "findings": findings,
             "diff": _diff(before, after, ids)}
 
 
@@ -296,18 +307,24 @@ def _fail(result: dict[str, Any], reason: str, msg: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- info
 
-def info(call: Call, selectors: tuple[Selector, ...] | None = None) -> dict[str, Any]:
-    """Result of virtual_server_info: read-only, fails only when the host cannot be read."""
+def info(call: Call, args: DesiredArgs | None = None) -> dict[str, Any]:
+    """Result of virtual_server_info: read-only, fails only when the host cannot be read.
+
+    `findings` and `compliant` judge the host against `args`, the desired
+    state virtual_server would enforce, so both actions agree on it.
+    """
+    args = args or DesiredArgs()
     try:
         host = _checked_call(call, observe_request())[1]
         _check_readable(host)
-        ids = None if selectors is None else {resolve(host, s) for s in selectors}
+        desired = unread_desired(args) if host.iisadmin_not_running else desired_for(host, args)
     except _Failure as exc:
         return _fail({"changed": False}, exc.reason, exc.msg)
     except SelectionError as exc:
         return _fail({"changed": False}, "invalid_instances", str(exc))
-    findings = [f for f in host_findings(host) if ids is None or f["instance"] is None or f["instance"] in ids]
-    servers = [i.as_dict() for i in host.instances if ids is None or i.id in ids]
+    findings = host_findings(host, desired)
+    servers = [{**i.as_dict(), "desired": desired.state_of(i.id)} for i in host.instances
+               if desired.state_of(i.id) is not None]
     return {"changed": False, "host": host.host_dict(), "service": host.smtp.as_dict(),
             "iisadmin": host.iisadmin.as_dict(), "virtual_servers": servers,
             "findings": findings, "compliant": is_compliant(findings)}
@@ -453,17 +470,57 @@ def _timeout_failure(host: Host, desired: Desired, timeout: int, rounds: int, ma
     return _Failure("timeout", "; ".join(late))
 
 
-def _unread_result(args: EnforceArgs, host: Host) -> dict[str, Any]:
-    """Check mode on a host whose virtual servers were not read: a run starts IISADMIN first; what follows is unknown."""
+def _unread_refusal(host: Host, args: EnforceArgs) -> _Failure | None:
+    """Why a run could not bring up a host whose IISADMIN does not run, decided before anything is sent.
+
+    Something is meant to run (else nothing needs IISADMIN): IISADMIN must
+    start, which it cannot when disabled or paused, and SMTPSVC after it,
+    which it cannot when it stays disabled. Refusing here, in both modes,
+    keeps the prediction exact and a doomed run from starting IISADMIN.
+    """
+    iisadmin = host.iisadmin
+    if iisadmin.start_mode == "disabled":
+        return _Failure(IISADMIN_DISABLED, availability_findings(host)[0]["message"])
+    if iisadmin.state != "stopped" and iisadmin.state not in SERVICE_TRANSITIONAL:
+        return _Failure(IISADMIN_NOT_RUNNING, availability_findings(host)[0]["message"])
+    if (args.service_start_mode or host.smtp.start_mode) == "disabled":
+        return _Failure("service_disabled", SERVICE_DISABLED_MSG)
+    return None
+
+
+def _unread_result(args: EnforceArgs, host: Host, desired: Desired) -> dict[str, Any]:
+    """Check mode on a host whose virtual servers cannot be read until IISADMIN runs, which a run starts.
+
+    SMTPSVC cannot run without IISADMIN, so a run starts it too (unless it is
+    already starting); which instances then need a command is known only
+    once they can be read.
+    """
+    mode = args.service_start_mode or host.smtp.start_mode
+    after = replace(host, smtp=replace(host.smtp, state="running", start_mode=mode))
+    changed = host.iisadmin.state in ("stopped", "stopping") or host.smtp.state != "starting" or \
+        mode != host.smtp.start_mode
+    findings = host_findings(host, desired)
     result: dict[str, Any] = {
-        "changed": host.iisadmin.state == "stopped", "state": args.state, "service": _service_block(host, host),
-        "virtual_servers": [], "operations": [], "compliant": False, "findings": host_findings(host),
-        "diff": _diff(host, host, []),
+        "changed": changed, "state": args.state, "service": {**_service_block(host, after), "changed": changed},
+        "virtual_servers": [], "operations": [], "compliant": is_compliant(findings), "findings": findings,
+        "diff": _diff(host, after, []),
     }
     if args.fail_on_drift:
         return _fail(result, "drift", "the SMTP virtual servers of %s could not be read: %s"
-                     % (host.computer_name or "the host", result["findings"][0]["message"]))
+                     % (host.computer_name or "the host", findings[0]["message"]))
     return result
+
+
+def _out_of_range(host: Host, desired: Desired, ids: frozenset[int]) -> _Failure | None:
+    """The targeted instances no request can name, when one of them is not as wanted."""
+    late = []
+    for inst_id in sorted(ids):
+        inst = host.instance(inst_id)
+        want = desired.state_of(inst_id)
+        if inst is not None and inst.state != want and not (want == "stopped" and host.down(inst)):
+            late.append("%s is %s, desired %s: its id is above %d, which no request to the agent can carry "
+                        "(the other instances were managed)" % (inst.label, inst.state, want, MAX_CONTROLLABLE_ID))
+    return _Failure(INSTANCE_ID_OUT_OF_RANGE, "; ".join(late)) if late else None
 
 
 def _readable(call: Call, clock: Clock, deadline: float, args: EnforceArgs, host: Host, progress: _Progress,
@@ -497,37 +554,72 @@ def _readable(call: Call, clock: Clock, deadline: float, args: EnforceArgs, host
     return host
 
 
+def _observe_readable(call: Call, clock: Clock, deadline: float, args: EnforceArgs, check_mode: bool,
+                      progress: _Progress, reset: Reset | None) -> tuple[Host, Desired] | dict[str, Any]:
+    """The first observation and the desired state it is judged by, or (check mode) the unread host's result.
+
+    A host whose IISADMIN does not run shows no instances. When none is
+    meant to run that is as it should be, and the host is planned as it is
+    (a start mode may still be set); otherwise IISADMIN is started first.
+    """
+    host = _checked_call(call, observe_request())[1]
+    _check_readable(host)
+    if not host.iisadmin_not_running:
+        _check_available(host)
+        return host, desired_for(host, args)
+    unread = unread_desired(args)
+    blocking = blocking_findings(host, unread)
+    beyond = [f for f in blocking if f["rule"] not in IISADMIN_RULES]
+    if beyond:
+        # The SMTP Server feature is missing (or gone from the OS): IISADMIN is not the question.
+        raise _Failure(beyond[0]["rule"], beyond[0]["message"])
+    if not blocking:
+        return host, unread
+    refusal = _unread_refusal(host, args)
+    if refusal is not None:
+        raise refusal
+    if check_mode:
+        return _unread_result(args, host, unread)
+    host = _readable(call, clock, deadline, args, host, progress, reset)
+    return host, desired_for(host, args)
+
+
 def enforce(call: Call, clock: Clock, args: EnforceArgs, check_mode: bool = False,
             reset: Reset | None = None) -> dict[str, Any]:
     """Result of virtual_server: converge the host, or in check mode predict exactly what would change."""
     deadline = clock() + args.timeout
     progress = _Progress()
     try:
-        before = _checked_call(call, observe_request())[1]
-        _check_available(before)
-        if before.iisadmin_not_running and check_mode:
-            return _unread_result(args, before)
-        before = _readable(call, clock, deadline, args, before, progress, reset)
+        found = _observe_readable(call, clock, deadline, args, check_mode, progress, reset)
     except _Failure as exc:
         early: dict[str, Any] = {"changed": any(op.get("ok") for op in progress.operations), "state": args.state}
         if progress.operations:
             early["operations"] = progress.operations
         return _fail(early, exc.reason, exc.msg)
-    try:
-        desired = desired_for(before, args)
     except SelectionError as exc:
-        return _fail({"changed": False, "state": args.state}, "invalid_instances", str(exc))
+        return _fail({"changed": any(op.get("ok") for op in progress.operations), "state": args.state},
+                     "invalid_instances", str(exc))
+    if isinstance(found, dict):
+        return found
+    before, desired = found
+    out_of_range = uncontrollable(before, desired)
 
-    current = plan(before, desired)
+    current = plan(before, desired, out_of_range)
     if check_mode or current.blocked:
         actions = {k: list(v) for k, v in current.instance_actions.items()}
         result = _enforce_result(args, desired, before, current.predicted, actions, [], current.changes)
         if current.blocked:
-            result["changed"] = False
+            # IISADMIN may have been started to read the instances: that was done.
+            result.update(changed=any(op.get("ok") for op in progress.operations),
+                          operations=progress.operations)
             return _fail(result, current.blocked, current.blocked_msg)
-        if args.fail_on_drift and current.changes:
-            return _fail(result, "drift", "%s is not in the desired state; a run would make changes"
-                         % (before.computer_name or "the host"))
+        refused = _out_of_range(before, desired, out_of_range)
+        if refused is not None:
+            return _fail(result, refused.reason, refused.msg)
+        if args.fail_on_drift and not result["compliant"]:
+            why = "a run would make changes" if current.changes else result["findings"][0]["message"]
+            return _fail(result, "drift", "%s is not in the desired state; %s" % (before.computer_name or "the host",
+                                                                                  why))
         return result
     if current.changes and before.is_admin is False:
         return _fail(_enforce_result(args, desired, before, before, {}, []), "access_denied",
@@ -553,14 +645,15 @@ def enforce(call: Call, clock: Clock, args: EnforceArgs, check_mode: bool = Fals
             service_failed = _record(progress, response, planned_from, host, batch)
             if service_failed is not None:
                 raise _service_failure(*service_failed)
-            current = plan(host, desired, frozenset(progress.failed))
+            current = plan(host, desired, frozenset(progress.failed) | out_of_range)
             _stalled(progress, current)
             if any(step.get("id") in progress.failed for step in current.steps):
-                current = plan(host, desired, frozenset(progress.failed))
+                current = plan(host, desired, frozenset(progress.failed) | out_of_range)
             if current.blocked:
                 raise _Failure(current.blocked, current.blocked_msg)
         if progress.failed:
             failure = _instance_failure(progress, host, desired, args.timeout)
+        failure = failure or _out_of_range(host, desired, out_of_range)
     except _Failure as exc:
         failure = exc
     result = _enforce_result(args, desired, before, host, progress.sent, progress.operations)

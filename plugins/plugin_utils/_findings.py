@@ -4,7 +4,11 @@
 Internal to mailops.iis_smtp. ExBPA was how SMTP relays used to be audited;
 the same questions (is an instance stopped or paused, is the service disabled)
 are asked here of a typed Host, plus the ones a modern fleet adds (feature
-gone in Windows Server 2025, metabase compatibility missing). Pure functions.
+gone in Windows Server 2025, metabase compatibility missing). Unlike ExBPA
+they are asked against what the user wants: an instance meant to stay
+stopped is no finding when it is stopped, and one left out of the task is
+none at all. Both actions judge with these functions, so `compliant` means
+the same thing in every result. Pure functions.
 """
 
 from __future__ import annotations
@@ -12,10 +16,16 @@ from __future__ import annotations
 from typing import Any
 
 from ._model import TRANSITIONAL_STATES, UNKNOWN, Host, Instance
+from ._planner import Desired
 from ._protocol import IISADMIN_DISABLED, IISADMIN_NOT_RUNNING
 
 ERROR = "error"
 WARNING = "warning"
+IISADMIN_RULES = frozenset({IISADMIN_NOT_RUNNING, IISADMIN_DISABLED})
+# The ExBPA rules of an instance that should be serving mail.
+_SERVING_RULES = {"stopped": "smtp_instance_stopped", "paused": "smtp_instance_paused"}
+_SERVING_ADVICE = {"stopped": "it accepts no connections and relays no mail. Start it.",
+                   "paused": "it refuses new connections. Continue it."}
 
 
 def _finding(rule: str, severity: str, message: str, instance: int | None = None) -> dict[str, Any]:
@@ -46,6 +56,19 @@ def availability_findings(host: Host) -> list[dict[str, Any]]:
     return []
 
 
+def blocking_findings(host: Host, desired: Desired) -> list[dict[str, Any]]:
+    """The availability findings that matter for this desired state.
+
+    A stopped (or disabled) IISADMIN leaves the instances unread, and
+    SMTPSVC cannot run without it: that is a problem only when something is
+    meant to run. When every instance is meant to be stopped, they are.
+    """
+    found = availability_findings(host)
+    if desired.needs_service:
+        return found
+    return [f for f in found if f["rule"] not in IISADMIN_RULES]
+
+
 def _iisadmin_finding(host: Host) -> dict[str, Any]:
     """The metabase was not read because IISADMIN does not run; SMTPSVC cannot run without it either."""
     iisadmin, smtp = host.iisadmin, host.smtp.state or "in an unknown state"
@@ -61,15 +84,23 @@ def _iisadmin_finding(host: Host) -> dict[str, Any]:
         % (iisadmin.state or "in an unknown state", smtp))
 
 
-def service_findings(host: Host) -> list[dict[str, Any]]:
+def service_findings(host: Host, desired: Desired) -> list[dict[str, Any]]:
+    """SMTPSVC against what the targeted instances need and the start mode asked for."""
     smtp = host.smtp
+    wants = {state for _inst, state in desired.targets} or set(desired.states)
     found = []
-    if smtp.start_mode == "disabled":
+    if desired.start_mode is not None and smtp.start_mode != desired.start_mode:
+        found.append(_finding(
+            "smtp_service_start_mode", ERROR,
+            "The SMTPSVC service starts %s; desired %s." % (smtp.start_mode or "in an unknown mode",
+                                                            desired.start_mode)))
+    elif smtp.start_mode == "disabled" and wants & {"started", "paused"}:
         found.append(_finding(
             "smtp_service_disabled", ERROR,
             "The SMTPSVC service is disabled: no SMTP virtual server can run, not even after a "
             "reboot. Set its start mode to auto or delayed."))
-    if smtp.state != "running":
+    running_ok = ("running",) if "started" in wants else ("running", "paused") if "paused" in wants else None
+    if running_ok is not None and smtp.state not in running_ok:
         found.append(_finding(
             "smtp_service_not_running", ERROR,
             "The SMTPSVC service is %s: no SMTP virtual server accepts mail. Start the service."
@@ -77,37 +108,44 @@ def service_findings(host: Host) -> list[dict[str, Any]]:
     return found
 
 
-def instance_findings(inst: Instance, host: Host) -> list[dict[str, Any]]:
-    """Findings of one instance; one that is unknown because SMTPSVC is stopped has the service's finding instead."""
-    if inst.state == UNKNOWN and not host.down(inst):
+def instance_findings(inst: Instance, host: Host, want: str) -> list[dict[str, Any]]:
+    """Findings of one targeted instance: none when it is as wanted.
+
+    One that is unknown because SMTPSVC is stopped cannot be running: it is
+    as wanted if meant to be stopped, and otherwise the service's finding
+    says why.
+    """
+    if inst.state == want or (inst.state == UNKNOWN and host.down(inst)):
+        return []
+    if inst.state == UNKNOWN:
         why = inst.error.describe() if inst.error else "ServerState read empty"
         return [_finding("instance_state_unknown", WARNING,
                          "%s: its state could not be read (%s) while SMTPSVC is %s; look again shortly."
                          % (inst.label, why, host.smtp.state or "in an unknown state"), inst.id)]
-    if inst.state == "stopped":
-        return [_finding("smtp_instance_stopped", ERROR,
-                         "%s is stopped: it accepts no connections and relays no mail. Start it."
-                         % inst.label, inst.id)]
-    if inst.state == "paused":
-        return [_finding("smtp_instance_paused", ERROR,
-                         "%s is paused: it refuses new connections. Continue it." % inst.label, inst.id)]
     if inst.state in TRANSITIONAL_STATES:
         return [_finding("instance_transitional", WARNING,
                          "%s is %s: it was changing state when observed; look again shortly."
                          % (inst.label, inst.state), inst.id)]
-    return []
+    if want == "started" and inst.state in _SERVING_RULES:
+        return [_finding(_SERVING_RULES[inst.state], ERROR,
+                         "%s is %s: %s" % (inst.label, inst.state, _SERVING_ADVICE[inst.state]), inst.id)]
+    return [_finding("instance_not_desired_state", ERROR,
+                     "%s is %s; desired %s." % (inst.label, inst.state, want), inst.id)]
 
 
-def host_findings(host: Host) -> list[dict[str, Any]]:
-    """Every finding for the host, service findings before instance findings."""
-    blocking = availability_findings(host)
+def host_findings(host: Host, desired: Desired) -> list[dict[str, Any]]:
+    """Every finding for the host against the desired state, service findings before instance findings."""
+    blocking = blocking_findings(host, desired)
     if blocking:
         return blocking
-    found = service_findings(host)
+    found = service_findings(host, desired)
     for inst in host.instances:
-        found.extend(instance_findings(inst, host))
+        want = desired.state_of(inst.id)
+        if want is not None:
+            found.extend(instance_findings(inst, host, want))
     return found
 
 
 def is_compliant(findings: list[dict[str, Any]]) -> bool:
-    return not any(f["severity"] == ERROR for f in findings)
+    """No error, and no targeted instance away from its desired state (still moving, or unreadable)."""
+    return not any(f["severity"] == ERROR or f["instance"] is not None for f in findings)

@@ -102,14 +102,20 @@ def merge(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
         slices.append({"report": source, "playbook": playbook, "hosts": len(report["hosts"]),
                        "started": report["started"], "finished": report["finished"]})
     ordered = sorted(hosts, key=lambda host: str(host["host"]))
+    # A slice that did not finish leaves the whole fleet's report unfinished; its problems are the fleet's.
+    unfinished = [f"{source}: {r.get('incomplete_reason')}" for source, r in reports if not r.get("complete", True)]
+    problems = [dict(p) for _source, r in reports for p in r.get("problems") or []]
     return {
         "report_version": _report.REPORT_VERSION,
         "playbook": ", ".join(playbooks),
         # The callback writes ISO 8601 UTC timestamps of one format: they order as text.
         "started": min(str(r["started"]) for _source, r in reports),
         "finished": max(str(r["finished"]) for _source, r in reports),
+        "complete": not unfinished,
+        "incomplete_reason": "; ".join(unfinished) or None,
+        "problems": problems,
         "check_mode": any(bool(r["check_mode"]) for _source, r in reports),
-        "summary": _report.summarize(ordered),
+        "summary": _report.summarize(ordered, complete=not unfinished, problems=problems),
         "hosts": [dict(host) for host in ordered],
         "slices": slices,
     }

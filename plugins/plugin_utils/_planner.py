@@ -34,20 +34,48 @@ _PATHS: dict[tuple[str, str], tuple[str, ...]] = {
     ("paused", "started"): ("continue",),
     ("paused", "stopped"): ("stop",),
 }
+SERVICE_DISABLED_MSG = ("The SMTPSVC service is disabled, so the SMTP virtual servers cannot be started; "
+                        "set service_start_mode to auto, delayed or manual.")
 # With no readable state the only safe move is the command named after the goal.
 _BLIND_COMMAND = {"started": "start", "stopped": "stop", "paused": "pause"}
 
 
+# The agent reads an instance id as Windows PowerShell's ConvertFrom-Json
+# does: beyond Int32 it becomes an Int64, which the agent refuses, and with it
+# the whole request. A metabase id is a DWORD, so such an instance can exist.
+MAX_CONTROLLABLE_ID = 2**31 - 1
+RUNNING_STATES = frozenset({"started", "paused"})
+
+
 @dataclass(frozen=True)
 class Desired:
+    """The state each targeted instance is meant to be in, and the SMTPSVC start mode (None: leave it).
+
+    `states` holds every state the task asks for. Where the instances could
+    not be read (IISADMIN does not run) there are no targets, and the states
+    alone say whether anything is meant to run.
+    """
+
     targets: tuple[tuple[int, str], ...]
     start_mode: str | None = None
+    states: frozenset[str] = frozenset({"started"})
 
     def state_of(self, instance_id: int) -> str | None:
         for target_id, state in self.targets:
             if target_id == instance_id:
                 return state
         return None
+
+    @property
+    def needs_service(self) -> bool:
+        """Whether some instance is meant to run, which needs SMTPSVC (and so IISADMIN) running."""
+        return bool(self.states & RUNNING_STATES)
+
+
+def uncontrollable(host: Host, desired: Desired) -> frozenset[int]:
+    """Targeted instances the agent cannot address: ids above MAX_CONTROLLABLE_ID."""
+    return frozenset(inst_id for inst_id, _want in desired.targets if inst_id > MAX_CONTROLLABLE_ID
+                     and host.instance(inst_id) is not None)
 
 
 @dataclass(frozen=True)
@@ -151,11 +179,8 @@ def plan(host: Host, desired: Desired, skip: frozenset[int] = frozenset()) -> Pl
     elif needs_running and smtp.state in ("stopped", "paused"):
         effective_mode = want_mode if want_mode is not None else smtp.start_mode
         if smtp.state == "stopped" and effective_mode == "disabled":
-            return Plan(
-                steps=(), waiting=False, predicted=host, blocked="service_disabled",
-                blocked_msg="The SMTPSVC service is disabled, so the SMTP virtual servers cannot be "
-                            "started; set service_start_mode to auto, delayed or manual.",
-            )
+            return Plan(steps=(), waiting=False, predicted=host, blocked="service_disabled",
+                        blocked_msg=SERVICE_DISABLED_MSG)
         op = "start_service" if smtp.state == "stopped" else "continue_service"
         service_ops.append(op)
         service_now.append(service_step(op))

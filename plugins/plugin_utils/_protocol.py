@@ -53,8 +53,14 @@ BAD_REQUEST = "bad_request"
 IISADMIN_DISABLED = "iisadmin_disabled"
 IISADMIN_NOT_RUNNING = "iisadmin_not_running"
 SERVICE_UNREADABLE = "service_unreadable"
+# An instance whose id the agent cannot be sent (above Int32): left as it is.
+INSTANCE_ID_OUT_OF_RANGE = "instance_id_out_of_range"
+# delegate_to another host: the result would describe that host under this one.
+DELEGATION_UNSUPPORTED = "delegation_unsupported"
+# Credentials the connection cannot put on the wire (Basic carries Latin-1 only).
+CREDENTIALS_UNENCODABLE = "credentials_unencodable"
 # A host Ansible itself would call unreachable: nothing ran there.
-UNREACHABLE_REASONS = frozenset({CONNECTION_FAILED, AUTH_FAILED})
+UNREACHABLE_REASONS = frozenset({CONNECTION_FAILED, AUTH_FAILED, CREDENTIALS_UNENCODABLE})
 # Worth one more try while only looking: the host answered before, so a
 # refused or dropped connection is most likely load on its WinRM service.
 TRANSIENT_REASONS = frozenset({CONNECTION_FAILED})

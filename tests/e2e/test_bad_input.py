@@ -89,14 +89,14 @@ INFO_CASES: dict[str, tuple[dict[str, Any], str, str]] = {
     "info: name matching nothing": ({"instances": ["$(Stop-Service SMTPSVC)x"]}, "invalid_instances",
                                     "no SMTP virtual server is named '$(Stop-Service SMTPSVC)x'"),
     "info: name matching several": ({"instances": ["Twin"]}, "invalid_instances", "names 2 SMTP virtual servers"),
-    "info: option it does not have": ({"state": "started"}, "invalid_argument",
-                                      "state. Supported parameters include: instances"),
+    "info: option it does not have": ({"timeout": 5}, "invalid_argument",
+                                      "timeout. Supported parameters include: instance_states, instances"),
 }
 # host -> (role variables, message words); each host fails on its own, the others carry on.
 ROLE_CASES: dict[str, tuple[dict[str, Any], str]] = {
     "role_state": ({"iis_smtp_state": "running"}, "iis_smtp_state must be one of: started, stopped, paused"),
     "role_timeout_type": ({"iis_smtp_timeout": "soon"}, "argument 'iis_smtp_timeout' is of type str"),
-    "role_start_mode": ({"iis_smtp_service_start_mode": "manual"}, "iis_smtp_service_start_mode must be one of"),
+    "role_start_mode": ({"iis_smtp_service_start_mode": "sometimes"}, "iis_smtp_service_start_mode must be one of"),
     "role_states_type": ({"iis_smtp_instance_states": [1, 2]}, "argument 'iis_smtp_instance_states' is of type list"),
     "role_fail_on_drift": ({"iis_smtp_fail_on_drift": "perhaps"}, "'perhaps' is not a valid boolean"),
     "role_negative_timeout": ({"iis_smtp_timeout": -1}, "timeout: -1 is out of range"),

@@ -41,7 +41,7 @@ def test_two_controllers_on_the_same_hosts_both_succeed(sim: Any) -> None:
         with lock:
             runs.append(run)
 
-    threads = [threading.Thread(target=controller) for _ in range(2)]
+    threads = [threading.Thread(target=controller), threading.Thread(target=controller)]
     for thread in threads:
         thread.start()
     for thread in threads:

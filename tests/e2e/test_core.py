@@ -100,7 +100,8 @@ def test_check_mode_predicts_and_changes_nothing(sim):
         assert run.status(host, "enforce") == "changed"
         assert operations(state, host) == []
         res = result(run, host, "enforce")
-        assert res["operations"] == [] and res["compliant"] is True
+        # An audit: compliant describes the host as found, the prediction is in changed and the diff.
+        assert res["operations"] == [] and res["compliant"] is False
     assert instance_states(state, "mixed") == {1: "started", 2: "paused", 3: "stopped"}
     assert state["hosts"]["stopped"]["service"]["state"] == "Stopped"
 

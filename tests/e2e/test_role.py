@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import REPO_ROOT, PlaybookRun, SimulatedFleet, operations, operations_since
+import yaml
+
+from tests.e2e.conftest import (
+    BIN_DIR,
+    REPO_ROOT,
+    PlaybookRun,
+    SimulatedFleet,
+    ansible_env,
+    operations,
+    operations_since,
+    over_connections,
+)
 
 COMPLIANCE = REPO_ROOT / "playbooks" / "compliance.yml"
 REMEDIATE = REPO_ROOT / "playbooks" / "remediate.yml"
@@ -52,8 +64,13 @@ MIXED: dict[str, Any] = {
 EXCEPTIONS = {"exception01": {"iis_smtp_instance_states": {"Standby": "stopped"}}}
 
 
+@over_connections()
 def test_audit_remediate_audit(sim: Any) -> None:
     fleet = sim(MIXED)
+    # Passwords (WS-Management) and the private key (ssh, gone with the run) must stay out of every report.
+    secrets = [v["ansible_password"] for v in fleet.hosts().values() if "ansible_password" in v]
+    secrets += [Path(v["ansible_ssh_private_key_file"]).read_text().splitlines()[1]
+                for v in fleet.hosts().values() if "ansible_ssh_private_key_file" in v]
     compliance = fleet.site_playbook(COMPLIANCE, EXCEPTIONS)
     remediate = fleet.site_playbook(REMEDIATE, EXCEPTIONS)
 
@@ -101,11 +118,11 @@ def test_audit_remediate_audit(sim: Any) -> None:
     for host in ("drift01", "svcdown01", "exception01"):
         assert operations_since(state, host, after_remediation) == [], host
     assert [i["state"] for i in state["hosts"]["exception01"]["instances"]] == ["started", "stopped"]
-    assert state["hosts"]["drift01"]["service"]["start_mode"] == "Auto"
+    # The start mode is left as it is unless asked for.
+    assert state["hosts"]["drift01"]["service"]["start_mode"] == "Manual"
     assert {(op["op"], op["target"], op["command"]) for op in operations(state, "drift01")} == {
-        ("set_start_mode", "SMTPSVC", "auto"), ("instance", "SMTPSVC/1", "start"), ("instance", "SMTPSVC/2", "continue")}
+        ("instance", "SMTPSVC/1", "start"), ("instance", "SMTPSVC/2", "continue")}
 
-    secrets = [fleet.password(h) for h in fleet.hosts()]
     for path in fleet.workdir.glob("report-*/report.*"):
         text = path.read_text()
         assert not any(s in text for s in secrets), f"a password leaked into {path}"
@@ -184,3 +201,164 @@ def test_playbook_by_fqcn_target_variable_and_default_report_dir(sim: Any) -> No
     assert statuses(json.loads(report_file.read_text())) == {"r01": "compliant"}
     table = run.stdout[run.stdout.index("IIS SMTP FLEET REPORT"):].splitlines()
     assert table[1].split()[:2] == ["HOST", "STATUS"] and table[2].split()[:3] == ["r01", "compliant", "1/1"]
+
+
+ROLE_TASKS = ["mailops.iis_smtp.virtual_servers : Validating arguments against arg spec 'main' - Keep the IIS SMTP "
+              "virtual servers of a host in their desired state.",
+              "mailops.iis_smtp.virtual_servers : Bring the SMTP virtual servers to their desired state"]
+START_MODES: dict[str, Any] = {
+    "defaults": {"os": "Windows Server 2019", "transition_s": 0.05},
+    "hosts": {
+        # Automatic (Delayed Start), chosen on purpose: the default leaves it so.
+        "delayed01": {"service": {"state": "running", "start_mode": "delayed"},
+                      "instances": [{"id": 1, "state": "stopped"}]},
+        "manual01": {"instances": [{"id": 1, "state": "started"}]},
+        "disabled01": {"instances": [{"id": 1, "state": "stopped"}, {"id": 2, "state": "started"}]},
+        "refused01": {"instances": [{"id": 1, "state": "stopped"}]},
+    },
+}
+START_MODE_VARS = {
+    "manual01": {"iis_smtp_service_start_mode": "manual"},
+    "disabled01": {"iis_smtp_service_start_mode": "disabled", "iis_smtp_state": "stopped"},
+    "refused01": {"iis_smtp_service_start_mode": "disabled"},
+}
+
+
+def test_the_start_mode_is_left_alone_unless_asked_and_every_mode_is_taken(sim: Any) -> None:
+    fleet = sim(START_MODES)
+    run, report = run_with_report(fleet, fleet.site_playbook(REMEDIATE, START_MODE_VARS), "modes",
+                                  extra_vars=ALL_AT_ONCE)
+    state = fleet.stop()
+    assert run.rc == 2, run.stdout[-3000:]
+    assert statuses(report) == {"delayed01": "remediated", "manual01": "remediated", "disabled01": "remediated",
+                                "refused01": "failed"}
+    delayed = state["hosts"]["delayed01"]["service"]
+    assert (delayed["start_mode"], delayed["delayed_auto_start"]) == ("Auto", True)
+    assert [op["op"] for op in operations(state, "delayed01")] == ["instance"]
+    assert state["hosts"]["manual01"]["service"]["start_mode"] == "Manual"
+    assert state["hosts"]["disabled01"]["service"]["start_mode"] == "Disabled"
+    assert [i["state"] for i in state["hosts"]["disabled01"]["instances"]] == ["stopped", "stopped"]
+    refused = next(h for h in report["hosts"] if h["host"] == "refused01")
+    assert refused["reason_code"] == "invalid_argument" and "contradicts service_start_mode: disabled" in \
+        refused["reason"]
+    assert state["hosts"]["refused01"]["observes"] == 0, "refused before anything was sent"
+
+
+CHECKED: dict[str, Any] = {
+    "defaults": {"os": "Windows Server 2022", "transition_s": 0.05},
+    "hosts": {
+        "good01": {"instances": [{"id": 1, "state": "started"}]},
+        "drift01": {"service": {"state": "stopped", "start_mode": "manual"},
+                    "instances": [{"id": 1, "state": "started"}, {"id": 2, "state": "paused"}]},
+    },
+}
+
+
+def test_the_role_knows_check_mode_by_itself(sim: Any) -> None:
+    fleet = sim(CHECKED)
+    shapes = {
+        "play keyword": "- hosts: all\n  gather_facts: false\n  check_mode: true\n"
+                        "  roles: [mailops.iis_smtp.virtual_servers]\n",
+        "role keyword": "- hosts: all\n  gather_facts: false\n"
+                        "  roles: [{role: mailops.iis_smtp.virtual_servers, check_mode: true}]\n",
+        "--check": "- hosts: all\n  gather_facts: false\n  roles: [mailops.iis_smtp.virtual_servers]\n",
+    }
+    for name, playbook in shapes.items():
+        run, report = run_with_report(fleet, playbook, name.strip("-").replace(" ", "-"), check=name == "--check")
+        assert run.rc == 0, (name, run.stdout[-3000:])
+        assert statuses(report) == {"good01": "compliant", "drift01": "non_compliant"}, name
+        drift = next(h for h in report["hosts"] if h["host"] == "drift01")
+        assert drift["changes_predicted"] and {f["rule"] for f in drift["findings"]} == {
+            "smtp_service_not_running"}, (name, drift)
+        # One task does the audit: the argument check Ansible adds, then the action, nothing else.
+        assert [r["task"] for r in run.for_host("drift01")] == ROLE_TASKS, name
+        assert all(r["status"] != "failed" for r in run.results), name
+    gated, report = run_with_report(fleet, shapes["play keyword"], "gated",
+                                    extra_vars={"iis_smtp_fail_on_drift": True})
+    assert gated.rc == 2 and statuses(report) == {"good01": "compliant", "drift01": "non_compliant"}
+    state = fleet.stop()
+    assert operations(state, "drift01") == [], "an audit changes nothing"
+    # A compliant host costs one agent call per run.
+    assert state["hosts"]["good01"]["commands"] == len(shapes) + 1
+
+
+DESIRED: dict[str, Any] = {
+    "defaults": {"os": "Windows Server 2019", "transition_s": 0.05},
+    "hosts": {
+        "standby01": {"instances": [{"id": 1, "state": "started"}, {"id": 2, "comment": "Standby",
+                                                                    "state": "stopped"}]},
+        "paused01": {"instances": [{"id": 1, "state": "paused"}]},
+        "subset01": {"instances": [{"id": 1, "state": "started"}, {"id": 2, "state": "stopped"}]},
+    },
+}
+DESIRED_VARS = {
+    "standby01": {"iis_smtp_instance_states": {"Standby": "stopped"}},
+    "paused01": {"iis_smtp_state": "paused"},
+    "subset01": {"iis_smtp_instances": [1]},
+}
+READ_AS_THE_ROLE = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: Read against the role's desired state
+      mailops.iis_smtp.virtual_server_info:
+        state: "{{ iis_smtp_state | default('started') }}"
+        instances: "{{ iis_smtp_instances | default(omit) }}"
+        instance_states: "{{ iis_smtp_instance_states | default(omit) }}"
+- hosts: all
+  gather_facts: false
+  roles: [mailops.iis_smtp.virtual_servers]
+"""
+
+
+def test_an_instance_kept_stopped_on_purpose_is_no_finding_anywhere(sim: Any) -> None:
+    fleet = sim(DESIRED)
+    (fleet.workdir / "host_vars").mkdir()
+    for host, data in DESIRED_VARS.items():
+        (fleet.workdir / "host_vars" / f"{host}.yml").write_text(json.dumps(data))
+    run, report = run_with_report(fleet, READ_AS_THE_ROLE, "desired", check=True)
+    assert run.rc == 0, run.stdout[-3000:]
+    for host in DESIRED["hosts"]:
+        read = run.result(host, "Read against the role's desired state")["result"]
+        assert read["compliant"] is True and read["findings"] == [], (host, read)
+        audit = run.result(host, ROLE_TASKS[1])["result"]
+        assert audit["compliant"] is True and audit["findings"] == [] and audit["changed"] is False, (host, audit)
+    assert statuses(report) == {h: "compliant" for h in DESIRED["hosts"]}
+    assert all(h["findings"] == [] for h in report["hosts"])
+    standby = next(h for h in report["hosts"] if h["host"] == "standby01")
+    assert [(i["id"], i["desired"], i["status"]) for i in standby["instances"]] == [
+        (1, "started", "compliant"), (2, "stopped", "compliant")]
+    assert operations(fleet.stop(), "standby01") == []
+
+
+def test_a_misspelt_or_retired_role_variable_is_refused_before_anything(sim: Any) -> None:
+    fleet = sim({"defaults": {"transition_s": 0.05, "instances": [{"id": 1, "state": "stopped"}]},
+                 "hosts": {"typo01": {}, "retired01": {}, "seconds01": {}, "fine01": {}}})
+    host_vars = {"typo01": {"iis_smtp_instance_state": {"1": "stopped"}},
+                 "retired01": {"iis_smtp_audit": True},
+                 "seconds01": {"iis_smtp_timeout": True}}
+    run, report = run_with_report(fleet, fleet.site_playbook(REMEDIATE, host_vars), "typo", extra_vars=ALL_AT_ONCE)
+    state = fleet.stop()
+    assert run.rc == 2
+    hosts = {h["host"]: h for h in report["hosts"]}
+    assert {h: (r["status"], r["reason_code"]) for h, r in hosts.items()} == {
+        "typo01": ("failed", "invalid_argument"), "retired01": ("failed", "invalid_argument"),
+        "seconds01": ("failed", "invalid_argument"), "fine01": ("remediated", None)}
+    assert "iis_smtp_instance_state is not a variable of the role mailops.iis_smtp.virtual_servers; did you mean " \
+           "iis_smtp_instance_states?" in hosts["typo01"]["reason"]
+    assert "iis_smtp_audit is no longer a variable" in hosts["retired01"]["reason"]
+    assert "timeout: True is not a number of seconds" in hosts["seconds01"]["reason"]
+    assert [state["hosts"][h]["observes"] for h in ("typo01", "retired01", "seconds01")] == [0, 0, 0]
+    assert [i["state"] for i in state["hosts"]["typo01"]["instances"]] == ["stopped"]
+
+
+def test_role_metadata_agrees_with_the_collection(tmp_path: Path) -> None:
+    meta = yaml.safe_load((REPO_ROOT / "roles" / "virtual_servers" / "meta" / "main.yml").read_text())
+    runtime = yaml.safe_load((REPO_ROOT / "meta" / "runtime.yml").read_text())
+    assert runtime["requires_ansible"] == f">={meta['galaxy_info']['min_ansible_version']}.0"
+    # ansible-doc reads the role as users' tools do.
+    info = subprocess.run([str(BIN_DIR / "ansible-doc"), "-t", "role", "mailops.iis_smtp.virtual_servers", "--json"],
+                          capture_output=True, text=True, check=True, env=ansible_env(tmp_path))
+    options = json.loads(info.stdout)["mailops.iis_smtp.virtual_servers"]["entry_points"]["main"]["options"]
+    assert set(options) == set(yaml.safe_load((REPO_ROOT / "roles/virtual_servers/defaults/main.yml").read_text()))
+    assert options["iis_smtp_service_start_mode"]["default"] == "ignore"

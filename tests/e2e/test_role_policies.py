@@ -1,4 +1,4 @@
-"""Role policies the fleet tests do not pin: a host-wide exception and the `ignore` start-mode policy.
+"""Role policies: a host-wide exception, the start mode left alone by default, and one set where asked.
 
 Run for real: the ready playbooks, per-host settings in host_vars as users
 write them, the fleet report callback, the simulator's operation log.
@@ -25,7 +25,7 @@ FLEET: dict[str, Any] = {
         "standby01": {"instances": [{"id": 1, "state": "stopped"}, {"id": 2, "comment": "Spare", "state": "stopped"}]},
         # Someone left one standby instance running: remediation stops it.
         "standby02": {"instances": [{"id": 1, "state": "started"}]},
-        # Start mode is someone else's business on this host.
+        # Start mode is someone else's business on this host (the default).
         "ignored01": {"service": {"state": "running", "start_mode": "manual"},
                       "instances": [{"id": 1, "state": "stopped"}]},
         "normal01": {"service": {"state": "running", "start_mode": "manual"},
@@ -36,6 +36,7 @@ HOST_VARS = {
     "standby01": {"iis_smtp_state": "stopped"},
     "standby02": {"iis_smtp_state": "stopped"},
     "ignored01": {"iis_smtp_service_start_mode": "ignore"},
+    "normal01": {"iis_smtp_service_start_mode": "auto"},
 }
 
 
@@ -71,7 +72,7 @@ def test_host_wide_exception_and_ignored_start_mode(sim: Any) -> None:
     assert operations(state, "standby01") == []
     assert [(op["op"], op["command"]) for op in operations(state, "standby02")] == [("instance", "stop")]
     assert [i["state"] for i in state["hosts"]["standby02"]["instances"]] == ["stopped"]
-    # `ignore` leaves the start mode alone; the default policy sets auto.
+    # `ignore` (the default) leaves the start mode alone; `auto` where asked sets it.
     assert [(op["op"], op["command"]) for op in operations(state, "ignored01")] == [("instance", "start")]
     assert state["hosts"]["ignored01"]["service"]["start_mode"] == "Manual"
     assert [(op["op"], op["command"]) for op in operations(state, "normal01")] == [("set_start_mode", "auto")]

@@ -41,7 +41,8 @@ FLEET: dict[str, Any] = {
 
 def run_with_report(fleet: SimulatedFleet, playbook: Path, name: str) -> tuple[PlaybookRun, dict[str, Any]]:
     out = fleet.workdir / f"report-{name}"
-    run = fleet.play(playbook, extra_vars={"iis_smtp_serial": "100%"},
+    # The role leaves the start mode alone unless asked; here it is asked, so it travels too.
+    run = fleet.play(playbook, extra_vars={"iis_smtp_serial": "100%", "iis_smtp_service_start_mode": "auto"},
                      env={"ANSIBLE_CALLBACKS_ENABLED": REPORT_CALLBACKS, "IIS_SMTP_REPORT_DIR": str(out)})
     assert (out / "report.json").exists(), run.stdout + run.stderr
     return run, json.loads((out / "report.json").read_text())
@@ -71,10 +72,14 @@ def test_role_and_both_actions_over_every_transport(sim: Any) -> None:
     audit, report = run_with_report(fleet, COMPLIANCE, "audit")
     assert audit.rc == 0, audit.stdout + audit.stderr
     assert statuses(report) == {host: "compliant" for host in TRANSPORTS}
+    # The role is one virtual_server task; the read is a playbook of its own.
+    read = fleet.play("- hosts: all\n  gather_facts: false\n"
+                      "  tasks: [{name: read, mailops.iis_smtp.virtual_server_info: {}}]\n")
+    assert read.rc == 0, read.stdout + read.stderr
     state = fleet.stop()
 
     for host in TRANSPORTS:
-        ran = {(r["action"], r["status"]) for r in fixed.for_host(host) + audit.for_host(host)}
+        ran = {(r["action"], r["status"]) for r in fixed.for_host(host) + audit.for_host(host) + read.for_host(host)}
         assert ("mailops.iis_smtp.virtual_server", "changed") in ran, host
         assert ("mailops.iis_smtp.virtual_server", "ok") in ran, host
         assert ("mailops.iis_smtp.virtual_server_info", "ok") in ran, host

@@ -138,3 +138,13 @@ def test_remove_deletes_report_files_and_only_emptied_directories(tmp_path: Path
     assert not plain.parent.exists()
     assert sorted(p.name for p in kept.parent.iterdir()) == ["notes.txt"]
     assert str(plain.parent) in removed and len(removed) == 7
+
+
+def test_a_slice_that_did_not_finish_leaves_the_fleet_report_unfinished() -> None:
+    done = slice_report({"a1": "started"}, 1, 2)
+    cut = _report.build_report({"b2": "Audit"}, [], playbook="compliance.yml", not_run_reason="stopped",
+                               started=1, finished=2, complete=False, incomplete_reason="interrupted by SIGTERM")
+    merged = _merge.merge([("s1", done), ("s2", cut)])
+    assert (merged["complete"], merged["incomplete_reason"]) == (False, "s2: interrupted by SIGTERM")
+    assert merged["summary"]["ok"] is False
+    assert _merge.merge([("s1", done)])["complete"] is True

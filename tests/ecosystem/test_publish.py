@@ -128,7 +128,7 @@ def test_the_docsite_builds_a_page_for_every_plugin_the_role_and_every_guide(doc
     missing = [page for page in expected if not (html / page).is_file()]
     assert missing == []
     role = (html / "virtual_servers_role.html").read_text()
-    assert "malformed" not in role.lower() and "iis_smtp_audit" in role
+    assert "malformed" not in role.lower() and "iis_smtp_service_start_mode" in role
     index = (html / "index.html").read_text()
     assert all(f"docsite/{g.stem}.html" in index for g in guides())
 

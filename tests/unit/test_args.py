@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
+import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _args
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_selectors_keep_ids_and_names_in_order():
@@ -62,3 +68,70 @@ def test_spec_rejects_unknown_options_and_bad_choices():
     ok = ArgumentSpecValidator(_args.ENFORCE_SPEC).validate({})
     assert not ok.error_messages
     assert ok.validated_parameters["state"] == "started" and ok.validated_parameters["timeout"] == 60
+
+
+def desired_params(**overrides):
+    return {"state": "started", "instances": None, "instance_states": None, "service_start_mode": None, **overrides}
+
+
+@pytest.mark.parametrize("params,words", [
+    (desired_params(service_start_mode="disabled"),
+     "state: started contradicts service_start_mode: disabled"),
+    (desired_params(state="stopped", service_start_mode="disabled", instance_states={"Relay": "paused"}),
+     "instance_states['Relay']: paused contradicts service_start_mode: disabled"),
+])
+def test_contradictory_desired_states_are_refused(params, words):
+    with pytest.raises(_args.ArgumentError) as err:
+        _args.desired(params)
+    assert words in str(err.value) and err.value.reason == "invalid_argument"
+
+
+def test_a_host_kept_down_may_be_disabled():
+    assert _args.desired(desired_params(state="stopped", service_start_mode="disabled")) == {
+        "state": "stopped", "instances": None, "instance_states": (), "service_start_mode": "disabled"}
+
+
+def test_a_boolean_timeout_is_refused():
+    # The int type takes True as it is: it would mean one second.
+    assert ArgumentSpecValidator(_args.ENFORCE_SPEC).validate({"timeout": True}).validated_parameters["timeout"] is True
+    with pytest.raises(_args.ArgumentError, match="timeout: True is not a number of seconds"):
+        _args.timeout(True)
+
+
+ROLE_VARIABLES = ["iis_smtp_state", "iis_smtp_instances", "iis_smtp_instance_states", "iis_smtp_timeout"]
+
+
+def test_a_misspelt_role_variable_is_named_with_the_closest_one():
+    seen = ["iis_smtp_instance_state", "iis_smtp_state", "iis_smtp_target", "ansible_host", "iis_smtp_audit"]
+    assert _args.role_variable_errors(seen, ROLE_VARIABLES) == [
+        "iis_smtp_audit is no longer a variable of the role mailops.iis_smtp.virtual_servers: the role knows "
+        "check mode by itself (--check or check_mode: true); remove it",
+        "iis_smtp_instance_state is not a variable of the role mailops.iis_smtp.virtual_servers; "
+        "did you mean iis_smtp_instance_states?"]
+    (far,) = _args.role_variable_errors(["iis_smtp_colour"], ROLE_VARIABLES)
+    assert far.startswith("iis_smtp_colour is not a variable of the role") and "iis_smtp_timeout" in far
+
+
+def test_the_playbook_variables_are_those_the_playbooks_use():
+    playbooks = REPO_ROOT / "playbooks"
+    used = {name for path in playbooks.glob("*.yml") for name in re.findall(r"\biis_smtp_\w+", path.read_text())}
+    role = set(yaml.safe_load((REPO_ROOT / "roles/virtual_servers/defaults/main.yml").read_text()))
+    assert used - role == _args.PLAYBOOK_VARIABLES
+
+
+@pytest.mark.parametrize("connection,auth,user,password,problem", [
+    ("winrm", ["basic"], "Administrator", "Pässwörd€", "password"),
+    ("winrm", ["plaintext"], "Administrator", "Pässwörd€", "password"),
+    ("psrp", ["basic"], "Ädmin€", "secret", "user name"),
+    ("winrm", ["ntlm"], "Administrator", "Pässwörd€", None),
+    ("psrp", ["negotiate"], "Administrator", "Pässwörd€", None),
+    ("winrm", ["basic"], "Administrator", "Pässwörd", None),
+    ("ssh", [], "Administrator", "Pässwörd€", None),
+])
+def test_credentials_basic_authentication_cannot_carry(connection, auth, user, password, problem):
+    found = _args.unencodable_credentials(connection, auth, user, password)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and found.startswith(f"the {problem} cannot be sent with Basic authentication")
+        assert password not in found and "€" not in found

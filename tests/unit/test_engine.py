@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _engine
-from ansible_collections.mailops.iis_smtp.plugins.plugin_utils._engine import EnforceArgs, enforce, info
+from ansible_collections.mailops.iis_smtp.plugins.plugin_utils._engine import DesiredArgs, EnforceArgs, enforce, info
 from ansible_collections.mailops.iis_smtp.plugins.plugin_utils._protocol import AgentError
 
 from .hosts import Clock, Replay, inst, load, observation, response, service, step_result, win_error
@@ -39,7 +39,7 @@ def test_info_on_a_mixed_host():
 
 
 def test_info_restricted_to_some_instances():
-    result = info(Replay(load("info_mixed.json")), ("App relay", 1))
+    result = info(Replay(load("info_mixed.json")), DesiredArgs(instances=("App relay", 1)))
     assert [v["id"] for v in result["virtual_servers"]] == [1, 2]
     assert [f["instance"] for f in result["findings"]] == [2]
 
@@ -47,7 +47,7 @@ def test_info_restricted_to_some_instances():
 @pytest.mark.parametrize("selector,words", [("Nope", "no SMTP virtual server is named 'Nope'"),
                                             (9, "no SMTP virtual server with id 9")])
 def test_info_with_an_unknown_instance_fails(selector, words):
-    result = info(Replay(load("info_mixed.json")), (selector,))
+    result = info(Replay(load("info_mixed.json")), DesiredArgs(instances=(selector,)))
     assert result["failed"] and result["reason"] == "invalid_instances" and words in result["msg"]
     assert "3 (Broken)" in result["msg"]
 
@@ -122,7 +122,9 @@ def test_enforce_mixed_host_in_one_apply():
 def test_check_mode_only_observes_and_predicts_exactly():
     result, call = run(load("enforce_mixed_to_started.json")[:1], check_mode=True)
     assert call.requests == [{"protocol": 1, "action": "observe"}]
-    assert result["changed"] is True and result["operations"] == [] and result["compliant"] is True
+    # compliant and findings describe the host as found; the prediction is what a run would change.
+    assert result["changed"] is True and result["operations"] == [] and result["compliant"] is False
+    assert [f["instance"] for f in result["findings"]] == [2, 3, 4]
     by_id = {v["id"]: v for v in result["virtual_servers"]}
     assert by_id[3]["actions"] == ["start"] and by_id[3]["after"] == {"state": "started", "state_code": 2}
     real = outcome(load("enforce_mixed_to_started.json"))
@@ -168,7 +170,7 @@ def test_service_stopped_check_mode_predicts_the_auto_start_instance():
     result = outcome(load("enforce_service_stopped.json")[:1], check_mode=True, service_start_mode="auto")
     assert result["service"]["after"] == {"state": "running", "start_mode": "auto"}
     assert {v["id"]: v["actions"] for v in result["virtual_servers"]} == {1: [], 2: ["start"]}
-    assert result["changed"] is True and result["compliant"] is True
+    assert result["changed"] is True and result["compliant"] is False
 
 
 def test_start_error_names_instance_state_and_windows_error():
