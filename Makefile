@@ -72,7 +72,7 @@ demo: venv
 
 ## bench: speed and memory against the simulator
 bench: venv
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-sanity .venv-core-latest tests/output .pytest_cache .coverage htmlcov \

@@ -1,12 +1,25 @@
-"""Speed and memory of a fleet remediation against the simulator.
+"""Speed and size of the collection beside Ansible's own floors, against the simulator.
 
-``python -m tests.bench`` (``make bench``) from the repository root runs the
-remediation playbook with the fleet report against 200 and then 1000
-simulated hosts (forks 20) and prints, per size: wall time, time per host,
-the controller's peak RSS (ansible-playbook and its worker forks), the
-simulator's peak RSS, HTTP requests per host, and the size of one agent
-command. Results go to ``bench-output/results.json``. Numbers are measured,
-never asserted: they depend on the machine.
+``python -m tests.bench`` (``make bench``) from the repository root measures,
+in one run:
+
+Per host (one host per task, NTLM over HTTP with message encryption, the
+Windows default listener): WinRM HTTP requests, bytes the controller sent and
+received (headers included), agent calls, WinRS commands and the longest
+command line for (a) ``virtual_server_info`` on a compliant host, (b)
+``virtual_server`` on a compliant host, (c) ``virtual_server`` repairing one
+stopped instance, (d) ``ansible.builtin.raw`` running ``exit 0`` (the floor of
+any Windows task) and (e) ``ansible.windows.win_ping`` (a PowerShell-module
+task; the simulator answers it as Windows would without running it).
+
+Per fleet (100, 300 and 1000 compliant hosts, forks 50, 0 and 50 ms of
+simulated latency per request): wall time, controller CPU (user + system of
+ansible-playbook and every worker it forked) and peak memory of the
+compliance playbook, the remediation playbook and a ``raw`` no-op playbook,
+as min / median / max of interleaved repetitions, with the machine's load
+and the simulator's CPU. Results go to ``bench-output/results.json``.
+Nothing is asserted: the numbers depend on the machine; the targets are
+reported as met or not.
 """
 
 from __future__ import annotations
@@ -16,8 +29,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,145 +36,316 @@ from typing import Any
 
 import yaml
 
+from tests.bench import floor
+from tests.bench.fleet import recap, run_playbook, start_fleet, summary
 from tests.conftest import REPO_ROOT
 from tests.e2e.conftest import ansible_env
 
 OUT = REPO_ROOT / "bench-output"
-REMEDIATE = REPO_ROOT / "playbooks" / "remediate.yml"
-FORKS = 20
-SIZES = (200, 1000)
-START_TIMEOUT_S = 120
+PLAYBOOKS = REPO_ROOT / "playbooks"
+SIZES = (100, 300, 1000)
+LATENCIES_MS = (0.0, 50.0)
+REPS = 3
+FORKS = 50
+SHARDS = 2
+CMD_EXE_LIMIT = 8191
+BYTES_TARGET = 1.5
+FLEET_TARGET = 1.5
+INSTANCES = [{"id": 1, "state": "started"}, {"id": 2, "comment": "App relay", "state": "started"}]
+REPORT_CALLBACK = ("mailops.iis_smtp.fleet_report",)
+
+TASKS: dict[str, tuple[str, dict[str, Any]]] = {
+    "info": ("virtual_server_info, compliant host", {"mailops.iis_smtp.virtual_server_info": {}}),
+    "enforce": ("virtual_server, compliant host", {"mailops.iis_smtp.virtual_server": {}}),
+    "repair": ("virtual_server, one stopped instance", {"mailops.iis_smtp.virtual_server": {}}),
+    "raw": ("raw no-op (floor)", {"ansible.builtin.raw": "exit 0"}),
+    "win_ping": ("win_ping (PowerShell module)", {"ansible.windows.win_ping": {}}),
+}
 
 
-def scenario(hosts: int) -> dict[str, Any]:
-    """A fleet shaped like a real one: mostly compliant, a tenth drifted, a few broken or down."""
-    drifted = hosts // 10
-    broken = max(1, hosts // 100)
-    down = max(1, hosts // 100)
-    return {
-        "defaults": {"os": "Windows Server 2019", "transition_s": 0.05,
-                     "instances": [{"id": 1, "state": "started"},
-                                   {"id": 2, "comment": "App relay", "state": "started"}]},
-        "generate": [
-            {"prefix": "ok", "count": hosts - 2 * drifted - broken - down},
-            {"prefix": "paused", "count": drifted,
-             "template": {"instances": [{"id": 1, "state": "started"},
-                                        {"id": 2, "comment": "App relay", "state": "paused"}]}},
-            {"prefix": "svcdown", "count": drifted,
-             "template": {"service": {"state": "stopped", "start_mode": "manual"}}},
-            {"prefix": "broken", "count": broken,
-             "template": {"instances": [{"id": 1, "state": "stopped", "start_error": "binding conflict"}]}},
-            {"prefix": "down", "count": down, "template": {"unreachable": True}},
-        ],
-    }
+def play(hosts: str, task: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"name": "bench", "hosts": hosts, "gather_facts": False, "tasks": [task]}]
 
 
-def command_sizes() -> dict[str, int]:
-    """Characters of the command line (cmd.exe allows 8,191) and bytes of stdin that one agent call costs."""
-    from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _engine, _protocol, _transport
-
-    observe, observe_stdin = _transport.build_call(_protocol.observe_request())
-    steps = tuple(_protocol.instance_step(n, "start") for n in range(1, 3))
-    apply, apply_stdin = _transport.build_call(_protocol.apply_request(steps, 60, _engine.POLL_MS))
-    return {"observe": len(observe), "apply_2_instances": len(apply),
-            "observe_stdin_bytes": len(observe_stdin), "apply_2_instances_stdin_bytes": len(apply_stdin)}
+def write_playbook(path: Path, hosts: str, task: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(play(hosts, task), sort_keys=False))
+    return path
 
 
-def peak_rss_kib(pid: int) -> int | None:
-    """VmHWM of a running process (Linux), in KiB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def bench_env(workdir: Path, report_dir: Path) -> dict[str, str]:
-    """The test harness's environment, with only the fleet report enabled."""
-    env = ansible_env(workdir, callbacks=("mailops.iis_smtp.fleet_report",))
-    env["IIS_SMTP_REPORT_DIR"] = str(report_dir)
+def env_for(workdir: Path, callbacks: tuple[str, ...], collections: Path) -> dict[str, str]:
+    os.environ.pop("MAILOPS_EXTRA_CALLBACKS", None)
+    env = ansible_env(workdir, callbacks=callbacks)
+    env["ANSIBLE_COLLECTIONS_PATH"] = f"{env['ANSIBLE_COLLECTIONS_PATH']}{os.pathsep}{collections}"
+    env["IIS_SMTP_REPORT_DIR"] = str(workdir / "report")
+    if not callbacks:
+        # An empty list is read as one plugin with no name.
+        env.pop("ANSIBLE_CALLBACKS_ENABLED")
     return env
 
 
-def run_size(hosts: int) -> dict[str, Any]:
-    workdir = OUT / f"fleet-{hosts}"
+# --------------------------------------------------------------------------- per host
+
+
+def per_host(out: Path, collections: Path) -> dict[str, Any]:
+    """Each task once against its own host; what crossed the wire for it."""
+    workdir = out / "per-host"
     shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
-    scenario_path = workdir / "scenario.yml"
-    scenario_path.write_text(yaml.safe_dump(scenario(hosts), sort_keys=False))
-    inventory, state_path, requests = workdir / "inventory.yml", workdir / "state.json", workdir / "requests.jsonl"
-    with (workdir / "simulator.log").open("wb") as sim_log:
-        sim = subprocess.Popen(
-            [sys.executable, "-m", "tests.simulator", "--scenario", str(scenario_path), "--inventory",
-             str(inventory), "--state-dump", str(state_path), "--request-log", str(requests)],
-            cwd=REPO_ROOT, stdout=sim_log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not inventory.exists():
-            if sim.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the simulator did not start; see {workdir / 'simulator.log'}")
-            time.sleep(0.05)
-        report_dir = workdir / "report"
-        extra_vars = {"iis_smtp_serial": "100%", "iis_smtp_max_fail_percentage": 100, "iis_smtp_timeout": 10}
-        cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(REMEDIATE),
-               "--forks", str(FORKS), "-e", json.dumps(extra_vars)]
-        started = time.monotonic()
-        with (workdir / "ansible.log").open("wb") as log:
-            proc = subprocess.Popen(cmd, env=bench_env(workdir, report_dir), cwd=workdir,
-                                    stdout=log, stderr=subprocess.STDOUT)
-            # wait4 reports the peak RSS of ansible-playbook and of every worker it reaped.
-            _pid, status, usage = os.wait4(proc.pid, 0)
-        wall = time.monotonic() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        simulator_rss = peak_rss_kib(sim.pid)
-    finally:
-        if sim.poll() is None:
-            sim.send_signal(signal.SIGTERM)
-            sim.wait(timeout=60)
-    report = json.loads((report_dir / "report.json").read_text())
-    request_count = sum(1 for _line in requests.open())
-    return {
-        "hosts": hosts,
-        "forks": FORKS,
-        "ansible_rc": proc.returncode,
-        "wall_s": round(wall, 2),
-        "per_host_ms": round(1000 * wall / hosts, 1),
-        "controller_peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
-        "simulator_peak_rss_mib": round(simulator_rss / 1024, 1) if simulator_rss else None,
-        "http_requests": request_count,
-        "http_requests_per_host": round(request_count / hosts, 2),
-        "report_hosts": len(report["hosts"]),
-        "report_complete": sorted(h["host"] for h in report["hosts"]) == sorted(
-            yaml.safe_load(inventory.read_text())["all"]["children"]["smtp_servers"]["hosts"]),
-        "hosts_by_status": report["summary"]["hosts_by_status"],
+    scenario = {
+        "defaults": {"os": "Windows Server 2019", "instances": INSTANCES},
+        "hosts": {name: {} for name in TASKS if name != "repair"}
+        | {"repair": {"transition_s": 0.5, "instances": [INSTANCES[0], {**INSTANCES[1], "state": "stopped"}]}},
     }
+    fleet = start_fleet(workdir, [scenario])
+    env = env_for(workdir, (), collections)
+    runs: dict[str, Any] = {}
+    try:
+        for name, (_label, task) in TASKS.items():
+            playbook = write_playbook(workdir / f"{name}.yml", name, task)
+            run = run_playbook(fleet, playbook, env, [], workdir / f"{name}.log")
+            runs[name] = run
+    finally:
+        state = fleet.stop()
+    requests = list(fleet.requests())
+    results: dict[str, Any] = {}
+    for name, (label, _task) in TASKS.items():
+        mine = [entry for entry in requests if entry["host"] == name]
+        counters = recap(runs[name].log).get(name, {})
+        results[name] = {
+            "task": label,
+            "rc": runs[name].rc,
+            "ok": runs[name].rc == 0 and counters.get("failed", 1) == 0 and counters.get("unreachable", 1) == 0,
+            "changed": counters.get("changed"),
+            "http_requests": len(mine),
+            "bytes_sent": sum(entry.get("bytes_in", 0) for entry in mine),
+            "bytes_received": sum(entry.get("bytes_out", 0) for entry in mine),
+            "agent_calls": state[name]["observes"] + state[name]["applies"],
+            "commands": sum(1 for entry in mine if "command_line_chars" in entry),
+            "longest_command_line": max((entry["command_line_chars"] for entry in mine if "command_line_chars" in entry),
+                                        default=0),
+            "stdin_bytes": sum(entry.get("stdin_bytes", 0) for entry in mine),
+        }
+        results[name]["bytes_total"] = results[name]["bytes_sent"] + results[name]["bytes_received"]
+    raw_bytes = results["raw"]["bytes_total"]
+    for name in ("info", "enforce", "repair", "win_ping"):
+        results[name]["bytes_vs_raw"] = round(results[name]["bytes_total"] / raw_bytes, 2)
+    return results
+
+
+def agent_variants() -> dict[str, Any]:
+    """What one observe call's stdin would weigh with the agent as sent today and Deflate-compressed.
+
+    Computed, not sent: the compressed form is what a bootstrap that inflates
+    the agent would receive. WinRM carries stdin base64-encoded, hence the
+    wire figure (4/3 of stdin, before HTTP and SOAP framing).
+    """
+    import base64
+    import zlib
+
+    from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _protocol, _transport
+
+    agent = _transport.load_agent()
+    command, stdin = _transport.build_call(_protocol.observe_request())
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    deflated = packer.compress(agent.encode()) + packer.flush()
+    compressed_stdin = _transport.build_stdin(base64.b64encode(deflated).decode(), _protocol.observe_request())
+    variants = {"plain (sent)": len(stdin), "deflate + base64 (computed)": len(compressed_stdin)}
+    return {
+        "agent_bytes": len(agent.encode()),
+        "agent_deflated_bytes": len(deflated),
+        "command_line_chars": len(command),
+        "observe_stdin_bytes": variants,
+        "observe_stdin_on_wire_bytes": {name: 4 * ((size + 2) // 3) for name, size in variants.items()},
+    }
+
+
+# --------------------------------------------------------------------------- per fleet
+
+
+def fleet_scenarios(hosts: int, shards: int) -> list[dict[str, Any]]:
+    """A compliant fleet, split into one scenario per simulator shard."""
+    sizes = [hosts // shards + (1 if index < hosts % shards else 0) for index in range(shards)]
+    return [{"defaults": {"os": "Windows Server 2019", "instances": INSTANCES},
+             "generate": [{"prefix": f"relay{index}n", "count": count}]}
+            for index, count in enumerate(sizes) if count]
+
+
+def fleet_playbooks(workdir: Path) -> dict[str, tuple[Path, tuple[str, ...], list[str]]]:
+    raw = write_playbook(workdir / "raw.yml", "smtp_servers", TASKS["raw"][1])
+    report = ["-e", json.dumps({"iis_smtp_serial": "100%", "iis_smtp_max_fail_percentage": 100})]
+    return {
+        "raw": (raw, (), []),
+        "compliance": (PLAYBOOKS / "compliance.yml", REPORT_CALLBACK, report),
+        "remediate": (PLAYBOOKS / "remediate.yml", REPORT_CALLBACK, report),
+    }
+
+
+def per_fleet(out: Path, collections: Path, hosts: int, latency_ms: float, reps: int, shards: int) -> dict[str, Any]:
+    workdir = out / f"fleet-{hosts}-{int(latency_ms)}ms"
+    shutil.rmtree(workdir, ignore_errors=True)
+    started = time.monotonic()
+    fleet = start_fleet(workdir, fleet_scenarios(hosts, shards), latency_ms)
+    startup_s = time.monotonic() - started
+    playbooks = fleet_playbooks(workdir)
+    measured: dict[str, list[dict[str, Any]]] = {name: [] for name in playbooks}
+    problems: list[str] = []
+    try:
+        # Interleaved: raw, compliance, remediate, raw, ... so drift in the machine's load hits all alike.
+        for rep in range(reps):
+            for name, (playbook, callbacks, args) in playbooks.items():
+                env = env_for(workdir / f"{name}-{rep}", callbacks, collections)
+                Path(env["ANSIBLE_LOCAL_TEMP"]).mkdir(parents=True, exist_ok=True)
+                run = run_playbook(fleet, playbook, env, ["--forks", str(FORKS), *args],
+                                   workdir / f"{name}-{rep}.log")
+                counters = recap(run.log)
+                # raw always reports changed; the collection's playbooks must find nothing to change.
+                good = sum(1 for host in fleet.hosts if counters.get(host, {}).get("failed", 1) == 0
+                           and counters.get(host, {}).get("unreachable", 1) == 0
+                           and (name == "raw" or counters.get(host, {}).get("changed", 1) == 0))
+                if run.rc != 0 or good != hosts:
+                    problems.append(f"{name} rep {rep}: rc {run.rc}, {good}/{hosts} hosts ok (and unchanged)")
+                entry = run.as_dict() | {"hosts_ok": good}
+                if callbacks:
+                    report = json.loads((Path(env["IIS_SMTP_REPORT_DIR"]) / "report.json").read_text())
+                    entry["report_hosts"] = len(report["hosts"])
+                    if len(report["hosts"]) != hosts:
+                        problems.append(f"{name} rep {rep}: the report has {len(report['hosts'])}/{hosts} hosts")
+                measured[name].append(entry)
+    finally:
+        fleet.stop()
+    requests = sum(1 for _entry in fleet.requests())
+    result: dict[str, Any] = {"hosts": hosts, "latency_ms": latency_ms, "forks": FORKS, "shards": len(fleet.shards),
+                              "simulator_startup_s": round(startup_s, 1), "http_requests": requests,
+                              "problems": problems, "runs": measured, "playbooks": {}}
+    for name, runs in measured.items():
+        sim = [sum(run["simulator_cpu_s"]) for run in runs]
+        result["playbooks"][name] = {
+            "wall_s": summary([run["wall_s"] for run in runs]),
+            "cpu_s": summary([run["cpu_s"] for run in runs]),
+            "peak_rss_mib": summary([run["peak_rss_mib"] for run in runs], 1),
+            "simulator_cpu_s": summary(sim),
+            # Cores the busiest shard used while the playbook ran: near 1.0 would make it the bottleneck.
+            "busiest_shard_cores": summary([max(run["simulator_cpu_s"]) / run["wall_s"] for run in runs]),
+            "load_1m": summary([run["load_1m"] for run in runs]),
+        }
+    raw = result["playbooks"]["raw"]
+    for name in ("compliance", "remediate"):
+        mine = result["playbooks"][name]
+        mine["cpu_vs_raw"] = round(mine["cpu_s"]["median"] / raw["cpu_s"]["median"], 2)
+        mine["wall_vs_raw"] = round(mine["wall_s"]["median"] / raw["wall_s"]["median"], 2)
+    return result
+
+
+# --------------------------------------------------------------------------- report
+
+
+def print_per_host(results: dict[str, Any]) -> None:
+    print("\nPer host (NTLM over HTTP, sealed; bytes include HTTP headers)")
+    print(f"{'task':<40} {'requests':>8} {'sent B':>8} {'recv B':>8} {'vs raw':>7} {'agent':>6} "
+          f"{'cmds':>5} {'longest cmd':>11}")
+    for _name, row in results.items():
+        print(f"{row['task']:<40} {row['http_requests']:>8} {row['bytes_sent']:>8} {row['bytes_received']:>8} "
+              f"{row.get('bytes_vs_raw', 1.0):>7} {row['agent_calls']:>6} {row['commands']:>5} "
+              f"{row['longest_command_line']:>11}")
+
+
+def print_fleets(fleets: list[dict[str, Any]]) -> None:
+    print("\nPer fleet (forks 50; min/median/max over the repetitions)")
+    print(f"{'hosts':>5} {'lat ms':>6} {'playbook':<10} {'wall s':>20} {'ctl CPU s':>20} {'peak RSS MiB':>20} "
+          f"{'CPU/raw':>7} {'wall/raw':>8} {'sim CPU s':>9} {'shard cores':>11} {'load':>5}")
+    for result in fleets:
+        for name, row in result["playbooks"].items():
+            def span(values: dict[str, float]) -> str:
+                return f"{values['min']}/{values['median']}/{values['max']}"
+            print(f"{result['hosts']:>5} {result['latency_ms']:>6g} {name:<10} {span(row['wall_s']):>20} "
+                  f"{span(row['cpu_s']):>20} {span(row['peak_rss_mib']):>20} {row.get('cpu_vs_raw', 1.0):>7} "
+                  f"{row.get('wall_vs_raw', 1.0):>8} {row['simulator_cpu_s']['median']:>9} "
+                  f"{row['busiest_shard_cores']['median']:>11} {row['load_1m']['median']:>5}")
+
+
+def targets(per_host_results: dict[str, Any], fleets: list[dict[str, Any]]) -> dict[str, bool]:
+    met = {
+        "every command line <= 8,191 characters": all(
+            row["longest_command_line"] <= CMD_EXE_LIMIT for row in per_host_results.values()),
+        "compliant host: 1 agent call": all(per_host_results[name]["agent_calls"] == 1 for name in ("info", "enforce")),
+        "compliant host: <= 1.5 x raw bytes": all(
+            per_host_results[name]["bytes_vs_raw"] <= BYTES_TARGET for name in ("info", "enforce")),
+        "repair: <= 2 agent calls": per_host_results["repair"]["agent_calls"] <= 2,
+    }
+    for result in fleets:
+        if result["hosts"] < 300:
+            continue
+        for name in ("compliance", "remediate"):
+            row = result["playbooks"][name]
+            key = f"{name} at {result['hosts']} hosts, {result['latency_ms']:g} ms: <= 1.5 x raw CPU and wall"
+            met[key] = row["cpu_vs_raw"] <= FLEET_TARGET and row["wall_vs_raw"] <= FLEET_TARGET
+    return met
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="fleet sizes to run")
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="fleet sizes")
+    parser.add_argument("--latencies", type=float, nargs="+", default=list(LATENCIES_MS),
+                        help="simulated latency per request, in ms")
+    parser.add_argument("--reps", type=int, default=REPS, help="repetitions of each playbook (interleaved)")
+    parser.add_argument("--shards", type=int, default=SHARDS, help="simulator processes serving a fleet")
+    parser.add_argument("--out", type=Path, default=OUT, help="where results.json and the logs go")
     args = parser.parse_args(argv)
-    OUT.mkdir(exist_ok=True)
-    sizes = command_sizes()
+    if args.reps < 1 or args.shards < 1 or any(size < 1 for size in args.sizes) or any(ms < 0 for ms in args.latencies):
+        parser.error("sizes, reps and shards must be positive and latencies not negative")
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    collections = floor.ensure_ansible_windows()
     results: dict[str, Any] = {
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
-        "agent_command_chars": sizes,
-        "runs": [],
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
+                    "processor": _cpu_model(), "memory_gib": _memory_gib()},
+        "settings": {"forks": FORKS, "reps": args.reps, "shards": args.shards, "transport": "winrm ntlm http (sealed)"},
     }
-    print(f"agent command line: observe {sizes['observe']} chars, apply (2 instances) {sizes['apply_2_instances']} chars; "
-          f"stdin: observe {sizes['observe_stdin_bytes']} bytes, apply {sizes['apply_2_instances_stdin_bytes']} bytes")
-    print(f"{'hosts':>6} {'wall s':>8} {'ms/host':>8} {'ctl RSS MiB':>12} {'sim RSS MiB':>12} "
-          f"{'req/host':>9} complete")
+    results["per_host"] = per_host(args.out, collections)
+    print_per_host(results["per_host"])
+    results["agent"] = agent_variants()
+    agent = results["agent"]
+    print(f"\nagent: {agent['agent_bytes']} bytes, {agent['agent_deflated_bytes']} deflated; observe stdin "
+          + ", ".join(f"{name} {size} B ({agent['observe_stdin_on_wire_bytes'][name]} B on the wire)"
+                      for name, size in agent["observe_stdin_bytes"].items()))
+    results["fleets"] = []
     for hosts in args.sizes:
-        run = run_size(hosts)
-        results["runs"].append(run)
-        print(f"{run['hosts']:>6} {run['wall_s']:>8} {run['per_host_ms']:>8} {run['controller_peak_rss_mib']:>12} "
-              f"{run['simulator_peak_rss_mib']!s:>12} {run['http_requests_per_host']:>9} {run['report_complete']}")
-    (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results: {OUT / 'results.json'}")
-    return 0 if all(r["report_complete"] for r in results["runs"]) else 1
+        for latency in args.latencies:
+            results["fleets"].append(per_fleet(args.out, collections, hosts, latency, args.reps, args.shards))
+            print(f"  measured {hosts} hosts at {latency:g} ms ({time.monotonic() - started:.0f} s so far)", flush=True)
+    print_fleets(results["fleets"])
+    results["targets"] = targets(results["per_host"], results["fleets"])
+    results["bench_s"] = round(time.monotonic() - started, 1)
+    print("\nTargets")
+    for target, met in results["targets"].items():
+        print(f"  {'met    ' if met else 'NOT MET'}  {target}")
+    problems = [problem for result in results["fleets"] for problem in result["problems"]]
+    problems += [f"{name}: rc {row['rc']}" for name, row in results["per_host"].items() if not row["ok"]]
+    results["problems"] = problems
+    for problem in problems:
+        print(f"  problem: {problem}")
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nbench took {results['bench_s']} s; results: {args.out / 'results.json'}")
+    return 1 if problems else 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _memory_gib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return 0.0
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--state-dump", type=Path, help="where to write the final state (JSON) on exit")
     parser.add_argument("--request-log", type=Path, help="append one JSON line per HTTP request here")
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="simulated network latency: every WS-Management answer waits this long")
     return parser
 
 
@@ -98,7 +100,7 @@ def _serve(fleet: FleetLike, args: argparse.Namespace, signals: Signals, workdir
         ssh_hosts = [host for host in fleet.hosts.values() if host.connection == "ssh"]
         request_log = RequestLog(log_stream) if log_stream is not None else None
         try:
-            simulator = Simulator(wsman_hosts, workdir, request_log)
+            simulator = Simulator(wsman_hosts, workdir, request_log, latency_s=args.latency_ms / 1000)
             ssh = SshSimulator(ssh_hosts, workdir, request_log)
         except ConfigError as exc:
             print(f"simulator: cannot start: {exc}", file=sys.stderr)

@@ -828,6 +828,31 @@ class RequestLog:
             self._stream.flush()
 
 
+class _Counting:
+    """A file wrapper that counts the bytes through it (the request log's bytes_in/bytes_out)."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+        self.count = 0
+
+    def read(self, *args: Any) -> bytes:
+        data = self._stream.read(*args)
+        self.count += len(data)
+        return bytes(data)
+
+    def readline(self, *args: Any) -> bytes:
+        data = self._stream.readline(*args)
+        self.count += len(data)
+        return bytes(data)
+
+    def write(self, data: bytes) -> int:
+        self.count += len(data)
+        return int(self._stream.write(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "Microsoft-HTTPAPI/2.0"
@@ -843,6 +868,13 @@ class _Handler(BaseHTTPRequestHandler):
         # NTLM authenticates the TCP connection, not each request.
         self._session: spnego.ContextProxy | None = None
         self._pending: spnego.ContextProxy | None = None
+        # Every byte of the HTTP exchange, headers included, for the benchmark.
+        self.rfile = self._rcount = _Counting(self.rfile)  # type: ignore[assignment]
+        self.wfile = self._wcount = _Counting(self.wfile)  # type: ignore[assignment]
+
+    def handle_one_request(self) -> None:
+        self._counts_before = (self._rcount.count, self._wcount.count)
+        super().handle_one_request()
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silenced: the request log is the record, and stderr stays for real errors."""
@@ -860,12 +892,18 @@ class _Handler(BaseHTTPRequestHandler):
             "time": round(time.time(), 3),
             "host": self.server.service.host.name,
         }
+        received_before, sent_before = self._counts_before
+        if self.server.latency_s:
+            # Network latency: the answer leaves one round trip later.
+            time.sleep(self.server.latency_s)
         try:
             status = self._post(log)
         except (ConnectionError, TimeoutError, ssl.SSLError):
             self.close_connection = True
             status = None
         log["status"] = status
+        log["bytes_in"] = self._rcount.count - received_before
+        log["bytes_out"] = self._wcount.count - sent_before
         if self.server.request_log is not None:
             self.server.request_log.write(log)
 
@@ -1010,11 +1048,13 @@ class HostHTTPServer(ThreadingHTTPServer):
         tls_context: ssl.SSLContext | None,
         ntlm: NtlmAcceptor | None,
         request_log: RequestLog | None,
+        latency_s: float = 0.0,
     ):
         self.service = service
         self.tls_context = tls_context
         self.ntlm = ntlm
         self.request_log = request_log
+        self.latency_s = latency_s
         super().__init__(("127.0.0.1", port), _Handler)
         self.socket.setblocking(False)
 
@@ -1094,8 +1134,10 @@ class Simulator:
         *,
         limits: WinrmLimits = WINDOWS_DEFAULTS,
         clock: Callable[[], float] = time.monotonic,
+        latency_s: float = 0.0,
     ):
         self._hosts = validate_hosts(hosts)
+        self._latency_s = latency_s
         self._workdir = workdir
         self._limits = limits
         self._clock = clock
@@ -1140,6 +1182,7 @@ class Simulator:
                     tls_context if https else None,
                     ntlm_users.acceptor(host, bindings if https else None) if host.auth == "ntlm" else None,
                     self._request_log,
+                    self._latency_s,
                 )
                 self._servers.append(server)
                 self.services[host.name] = service
