@@ -72,14 +72,41 @@ def normalise_agent(text: str) -> str:
     return "\n".join(line for line in lines if line and not line.startswith("#"))
 
 
+# An observe call ships the agent without the lines between these markers
+# (full comment lines of agent.ps1): only an apply needs them.
+APPLY_ONLY_BEGIN = "# mailops:apply-only begin"
+APPLY_ONLY_END = "# mailops:apply-only end"
+
+
+def agent_for(text: str, action: str) -> str:
+    """The normalised agent an `action` request travels with: all of it for apply, less for observe.
+
+    The simulator applies the same function to recognise both, so the two
+    must stay byte-identical in behaviour.
+    """
+    if action == "observe":
+        kept, inside = [], False
+        for line in text.splitlines():
+            marker = line.strip()
+            if marker == APPLY_ONLY_BEGIN:
+                inside = True
+            elif marker == APPLY_ONLY_END:
+                inside = False
+            elif not inside:
+                kept.append(line)
+        text = "\n".join(kept)
+    return normalise_agent(text)
+
+
 def _read(path: str) -> str:
     with open(path, encoding="utf-8-sig") as handle:
         return normalise_agent(handle.read())
 
 
-def load_agent(path: str = _AGENT_PATH) -> str:
-    """The normalised agent shipped with the collection."""
-    return _read(path)
+def load_agent(path: str = _AGENT_PATH, action: str = "apply") -> str:
+    """The normalised agent shipped with the collection, as a request with `action` carries it."""
+    with open(path, encoding="utf-8-sig") as handle:
+        return agent_for(handle.read(), action)
 
 
 def agent_sha256(agent_text: str) -> str:
@@ -119,7 +146,7 @@ def build_stdin(agent_text: str, request: dict[str, Any]) -> bytes:
 def build_call(request: dict[str, Any], agent_text: str | None = None,
                bootstrap_path: str = _BOOTSTRAP_PATH) -> tuple[str, bytes]:
     """The command line and the stdin that run the agent on one request."""
-    agent = load_agent() if agent_text is None else agent_text
+    agent = load_agent(action=str(request.get("action"))) if agent_text is None else agent_text
     command = encode_command(bootstrap_script(agent, bootstrap_path))
     if len(command) > MAX_COMMAND_CHARS:
         raise AgentError(REQUEST_TOO_LARGE, "the bootstrap command would be %d characters, over the %d "
@@ -216,13 +243,18 @@ class Channel:
     def __init__(self, connection: Any, agent_text: str | None = None) -> None:
         self._connection = connection
         self._agent = agent_text
+        self._agents: dict[str, str] = {}
         self.calls = 0
 
     def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
         self.calls += 1
-        if self._agent is None:
-            self._agent = load_agent()
-        return call(self._connection, request, self._agent)
+        agent = self._agent
+        if agent is None:
+            action = str(request.get("action"))
+            if action not in self._agents:
+                self._agents[action] = load_agent(action=action)
+            agent = self._agents[action]
+        return call(self._connection, request, agent)
 
     def reset(self) -> None:
         reset = getattr(self._connection, "reset", None)

@@ -10,6 +10,10 @@ $ProgressPreference = 'SilentlyContinue'
 
 # Closed sets of the protocol. A request with anything else is refused before
 # any step runs, so no value from it reaches sc.exe or the metabase unchecked.
+# The lines between the apply-only markers travel only with an apply request:
+# an observe call ships the agent without them, and then refuses apply.
+$Actions = @('observe')
+# mailops:apply-only begin
 $Actions = @('observe', 'apply')
 $Ops = @('set_start_mode', 'start_service', 'continue_service', 'instance')
 $StartModes = @('auto', 'delayed-auto', 'demand', 'disabled')
@@ -19,6 +23,7 @@ $Services = @('SMTPSVC', 'IISADMIN')
 # Per command: the ADSI method, and the MD_SERVER_COMMAND code (docs/windows-facts.md:
 # documented for W3SVC and FTP only).
 $Controls = @{ 'start' = @('Start', 1); 'stop' = @('Stop', 2); 'pause' = @('Pause', 4); 'continue' = @('Continue', 8) }
+# mailops:apply-only end
 # The SMTPSVC states in which its process is up, so that ServerState is its own.
 $StateReadable = @('Running', 'Paused', 'Pause Pending', 'Continue Pending')
 
@@ -64,6 +69,7 @@ function Get-Field($Object, $Name) {
     return ,$property.Value
 }
 
+# mailops:apply-only begin
 function Assert-In($Name, $Value, $Set) {
     # Only a string is a value: a one-element array would pass -cnotcontains.
     if ($Value -isnot [string] -or $Set -cnotcontains $Value) {
@@ -127,6 +133,8 @@ function Read-Watch($Watch) {
     }
     @{ services = $names; instances = $ids }
 }
+
+# mailops:apply-only end
 
 function Get-OsInfo {
     $r = @{ caption = $null; version = $null; build = $null; product_type = $null; error = $null }
@@ -255,6 +263,7 @@ function Test-Stable($Observation, $Watch) {
     $true
 }
 
+# mailops:apply-only begin
 function Read-ServerState($Entry) {
     $Entry.psbase.RefreshCache()
     $Entry.psbase.Properties['ServerState'].Value
@@ -346,6 +355,8 @@ function Invoke-Step($Step, $Clock, $Limit, $Poll) {
     $r
 }
 
+# mailops:apply-only end
+
 function Invoke-Request($Response, $Clock) {
     $steps = [Collections.ArrayList]@()
     $limit = 0
@@ -371,8 +382,9 @@ function Invoke-Request($Response, $Clock) {
             throw ('protocol ' + $protocol + ' is not supported; this agent speaks 1')
         }
         if ($action -isnot [string] -or $Actions -cnotcontains $action) {
-            throw 'action must be observe or apply'
+            throw ('action must be ' + ($Actions -join ' or '))
         }
+# mailops:apply-only begin
         if ($action -ceq 'apply') {
             $timeout = Get-Field $request 'settle_timeout_s'
             Assert-Int 'settle_timeout_s' $timeout 0
@@ -392,14 +404,17 @@ function Invoke-Request($Response, $Clock) {
             $watch = Read-Watch (Get-Field $request 'watch')
             $limit = 1000 * $timeout
         }
+# mailops:apply-only end
     } catch {
         $Response.error = New-AgentError $refusal $_.Exception.Message
         return
     }
     $Response.ok = $true
+# mailops:apply-only begin
     foreach ($step in $steps) {
         $null = $Response.steps.Add((Invoke-Step $step $Clock $limit $poll))
     }
+# mailops:apply-only end
     while ($true) {
         $observation = Get-Observation
         $Response.settled = Test-Stable $observation $watch

@@ -34,7 +34,8 @@ def test_every_call_of_a_run_is_the_short_bootstrap_plus_stdin(sim: Any) -> None
         assert commands and len(sends) >= len(commands)
         assert {c["command_line_chars"] for c in commands} == {COMMAND_LINE_CHARS}
         assert COMMAND_LINE_CHARS < 2000
-        assert all(s["stdin_bytes"] > 8000 for s in sends)
+        # The agent travels with every call: without its apply-only lines when it only observes.
+        assert all(s["stdin_bytes"] > 6000 for s in sends)
     # Forty instance steps travel on stdin, not on the command line.
     assert max(s["stdin_bytes"] for s in fleet.requests("big01", "Send")) > \
         max(s["stdin_bytes"] for s in fleet.requests("small01", "Send"))

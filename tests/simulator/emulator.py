@@ -68,6 +68,27 @@ def normalise(text: str) -> str:
     return "\n".join(line for line in lines if line and not line.startswith("#"))
 
 
+APPLY_ONLY_BEGIN = "# mailops:apply-only begin"
+APPLY_ONLY_END = "# mailops:apply-only end"
+VARIANTS = ("apply", "observe")
+
+
+def agent_variant(text: str, variant: str) -> str:
+    """The agent as a request of `variant` carries it: the observe agent lacks the apply-only lines."""
+    if variant == "observe":
+        kept, inside = [], False
+        for line in text.splitlines():
+            marker = line.strip()
+            if marker == APPLY_ONLY_BEGIN:
+                inside = True
+            elif marker == APPLY_ONLY_END:
+                inside = False
+            elif not inside:
+                kept.append(line)
+        text = "\n".join(kept)
+    return normalise(text)
+
+
 def read_agent(path: Path = AGENT_PATH) -> str:
     """The agent text; `utf-8-sig` so that an editor's BOM does not change the match."""
     return path.read_text(encoding="utf-8-sig")
@@ -161,11 +182,17 @@ def _ps_string(value: Any) -> str:
 
 
 def extract_request(stdin: bytes, expected_hash: str, agent_text: str) -> str:
-    """What the bootstrap does with stdin: the request it hands the agent.
+    """What the bootstrap does with stdin: the request it hands the agent (see `extract_call`)."""
+    return extract_call(stdin, expected_hash, agent_text)[0]
+
+
+def extract_call(stdin: bytes, expected_hash: str, agent_text: str) -> tuple[str, str]:
+    """What the bootstrap does with stdin: the request it hands the agent, and which agent ran.
 
     PowerShellError where the bootstrap itself would fail (stdin not JSON, a
     missing key, an agent that does not match its hash); NotSupported for an
-    agent that passes the check but is not the repository's agent.ps1.
+    agent that passes the check but is neither form of the repository's
+    agent.ps1 (all of it, or the observe agent without its apply-only lines).
     """
     text = _powershell_input(stdin)
     try:
@@ -176,9 +203,11 @@ def extract_request(stdin: bytes, expected_hash: str, agent_text: str) -> str:
     digest = hashlib.sha256(agent.encode("utf-8")).hexdigest().upper()
     if digest != expected_hash:
         raise PowerShellError("mailops.iis_smtp bootstrap: the agent on stdin does not match the hash on the command line")
-    if normalise(agent) != normalise(agent_text):
+    sent = normalise(agent)
+    variant = next((name for name in VARIANTS if sent == agent_variant(agent_text, name)), None)
+    if variant is None:
         raise NotSupported("an agent that differs from plugins/plugin_utils/agent.ps1")
-    return _ps_string(_property(payload, "request"))
+    return _ps_string(_property(payload, "request")), variant
 
 
 @dataclass(frozen=True)
@@ -289,9 +318,12 @@ def _to_step(value: dict[str, Any]) -> Step:
     return Step(op=value["op"], service=value["service"], start_mode=value.get("start_mode"))
 
 
-def parse_request(encoded: str) -> Request:
+def parse_request(encoded: str, actions: tuple[str, ...] = ACTIONS) -> Request:
     """Validate the whole request before anything is touched, in the agent's order
-    and with its messages (`BadRequest.type_name` is the refusal's `type`)."""
+    and with its messages (`BadRequest.type_name` is the refusal's `type`).
+
+    `actions` are those the agent that runs knows: the observe agent knows only observe.
+    """
     try:
         data = json.loads(base64.b64decode(encoded, validate=True).decode("utf-8"), object_pairs_hook=_ps_object)
     except (binascii.Error, ValueError) as exc:
@@ -299,14 +331,14 @@ def parse_request(encoded: str) -> Request:
     if not isinstance(data, dict):
         raise BadRequest("the request is not a JSON object")
     try:
-        return _request(data)
+        return _request(data, actions)
     except BadRequest as exc:
         action = data.get("action")
         exc.action = action if isinstance(action, str) else None
         raise
 
 
-def _request(data: dict[str, Any]) -> Request:
+def _request(data: dict[str, Any], actions: tuple[str, ...]) -> Request:
     protocol = data.get("protocol")
     if not _is_int(protocol) or protocol != PROTOCOL:
         raise BadRequest(
@@ -314,8 +346,8 @@ def _request(data: dict[str, Any]) -> Request:
             "unsupported_protocol",
         )
     action = data.get("action")
-    if action not in ACTIONS:
-        raise BadRequest("action must be observe or apply")
+    if not isinstance(action, str) or action not in actions:
+        raise BadRequest("action must be " + " or ".join(actions))
     if action == "observe":
         return Request(action="observe")
     timeout = data.get("settle_timeout_s")
@@ -396,7 +428,8 @@ def build_call(agent_text: str, request: dict[str, Any], bootstrap_text: str | N
     Kept here so that tests and tools build calls the one documented way
     without importing the collection.
     """
-    agent = normalise(agent_text)
+    # An observe request travels with the agent less its apply-only lines.
+    agent = agent_variant(agent_text, "observe" if isinstance(request, dict) and request.get("action") == "observe" else "apply")
     digest = hashlib.sha256(agent.encode("utf-8")).hexdigest().upper()
     script = normalise(read_bootstrap() if bootstrap_text is None else bootstrap_text).replace(HASH_PLACEHOLDER, digest)
     encoded = base64.b64encode(script.encode("utf-16-le")).decode("ascii")

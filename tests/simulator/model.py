@@ -28,6 +28,7 @@ import yaml
 
 from . import floors
 from .emulator import (
+    ACTIONS,
     AGENT_PATH,
     BOOTSTRAP_PATH,
     BadRequest,
@@ -42,7 +43,7 @@ from .emulator import (
     decode_script,
     encode_line,
     error,
-    extract_request,
+    extract_call,
     parse_request,
     read_agent,
     request_action,
@@ -224,11 +225,12 @@ class Host:
         except OSError as exc:
             return _refusal(f"no agent to recognise: {exc.filename} is missing")
         encoded: str | None = None
+        variant = "apply"
         script: str | None = None
         try:
             script = script_of()
             expected_hash = bootstrap_hash(script, bootstrap_text)
-            encoded = extract_request(read_stdin(), expected_hash, agent_text)
+            encoded, variant = extract_call(read_stdin(), expected_hash, agent_text)
             reason = ""
         except NotSupported as exc:
             reason = str(exc)
@@ -256,18 +258,19 @@ class Host:
         kind = output.params["kind"] if output else None
         if kind == "nonzero_exit":
             return CommandOutcome(b"", NONZERO_EXIT_STDERR, 1, delay_s, cut, error=NONZERO_EXIT_STDERR.decode().strip())
-        line = encode_line(self._serve(encoded, agent_text))
+        line = encode_line(self._serve(encoded, agent_text, variant))
         if kind == "garbage":
             line = GARBAGE_OUTPUT
         elif kind == "truncated":
             line = line[: len(line) // 2]
         return CommandOutcome(line, b"", 0, delay_s, cut)
 
-    def _serve(self, encoded: str, agent_text: str) -> dict[str, Any]:
+    def _serve(self, encoded: str, agent_text: str, variant: str = "apply") -> dict[str, Any]:
         version = agent_version(agent_text)
         started = self._clock.monotonic()
         try:
-            request = parse_request(encoded)
+            # The observe agent (sent without its apply-only lines) knows only observe.
+            request = parse_request(encoded, ACTIONS if variant == "apply" else ("observe",))
         except BadRequest as exc:
             with self._lock:
                 self.rejected += 1

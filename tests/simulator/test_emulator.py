@@ -16,6 +16,7 @@ import pytest
 
 from tests.simulator.emulator import (
     RESPONSE_PREFIX,
+    agent_variant,
     bootstrap_hash,
     build_call,
     decode_line,
@@ -47,8 +48,8 @@ def encoded(script: str) -> list[str]:
 
 
 def raw_request(host: Host, payload: str) -> dict[str, Any]:
-    """Send the real agent with an arbitrary request string, as a broken transport might."""
-    command, arguments, _stdin = build_call(AGENT, OBSERVE)
+    """Send the real (whole) agent with an arbitrary request string, as a broken transport might."""
+    command, arguments, _stdin = build_call(AGENT, {"protocol": 1, "action": "apply"})
     stdin = (json.dumps({"agent": normalise(AGENT), "request": payload}) + "\n").encode()
     outcome = host.run_command(command, arguments, lambda: stdin)
     assert outcome.exit_code == 0
@@ -398,3 +399,23 @@ def test_the_collections_transport_and_the_simulator_agree() -> None:
     document = _protocol.parse_output(outcome.exit_code, outcome.stdout, outcome.stderr)
     assert document["ok"] is True
     assert document["observation"]["instances"][0]["server_state"] == 2
+
+
+def test_the_observe_agent_observes_and_refuses_apply() -> None:
+    host = host_of({"instances": [{"id": 1, "state": "stopped"}]})
+    observe = agent_variant(AGENT, "observe")
+    assert len(observe) < len(normalise(AGENT)) and "Invoke-Step" not in observe
+    document = decode_line(run(host, OBSERVE).stdout)
+    assert document["ok"] and document["observation"]["instances"][0]["server_state"] == 4
+    # The apply request with the agent cut for observe: that agent knows observe only.
+    command, arguments, _stdin = build_call(AGENT, OBSERVE)
+    apply = {"protocol": 1, "action": "apply", "steps": [], "settle_timeout_s": 1, "poll_ms": 1}
+    stdin = (json.dumps({"agent": observe, "request": b64json(apply)}) + "\n").encode()
+    refused = decode_line(host.run_command(command, arguments, lambda: stdin).stdout)
+    assert (refused["ok"], refused["error"]["type"], refused["error"]["message"]) == (
+        False, "bad_request", "action must be observe")
+    assert host.dump()["operations"] == [] and host.dump()["applies"] == 0
+    # Anything else cut from the agent is not the agent.
+    cut = observe.replace("Get-OsInfo\n", "", 1) if "Get-OsInfo\n" in observe else observe[:-10]
+    command, arguments, stdin = build_call(cut, OBSERVE)
+    assert "differs from plugins/plugin_utils/agent.ps1" in host.run_command(command, arguments, lambda: stdin).stderr.decode()

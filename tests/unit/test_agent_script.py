@@ -21,8 +21,11 @@ import tree_sitter_pwsh
 from ansible.plugins.loader import shell_loader
 
 from ansible_collections.mailops.iis_smtp.plugins.plugin_utils._transport import (
+    APPLY_ONLY_BEGIN,
+    APPLY_ONLY_END,
     COMMAND_PREFIX,
     MAX_COMMAND_CHARS,
+    agent_for,
     agent_sha256,
     bootstrap_script,
     build_call,
@@ -40,6 +43,9 @@ PROTOCOL_DOC = REPO / "docs" / "agent-protocol.md"
 # moved ServerState, to wait only for what the plan watches and to validate
 # exactly; the margin is for the next reviewed change, not for drift.
 AGENT_BUDGET_BYTES = 12000
+# An observe call (every compliant host, every audit) ships the agent without
+# its apply-only lines: 6,480 bytes when that split was made.
+OBSERVE_AGENT_BUDGET_BYTES = 7000
 # The whole command line; cmd.exe would allow 8,191, the rest is margin for
 # whatever a connection plugin or WinRS adds.
 BOOTSTRAP_COMMAND_BUDGET = 2000
@@ -481,7 +487,9 @@ def test_closed_sets_match_the_protocol(agent: str) -> None:
     # start_service may start IISADMIN alone; every other service step is SMTPSVC's.
     assert sets["service"] == {"SMTPSVC", "IISADMIN"}
     assert "-cne 'SMTPSVC'" in agent
-    assert sorted(string_values(top_level_assignment(agent, "Actions"))) == ["apply", "observe"]
+    # The observe agent knows observe only; the apply-only lines add apply.
+    assert sorted(string_values(top_level_assignment(agent, "Actions"))) == ["observe"]
+    assert "\n$Actions = @('observe', 'apply')\n" in "\n" + apply_only(agent) + "\n"
 
 
 def test_control_table_matches_the_protocol(agent: str) -> None:
@@ -588,6 +596,63 @@ def test_agent_settle_wait_honours_the_watch(agent: str) -> None:
 
 def test_agent_stays_within_its_budget(normalised: str) -> None:
     assert len(normalised.encode("utf-8")) <= AGENT_BUDGET_BYTES
+
+
+# --- the observe agent: the agent less its apply-only lines ---------------------
+
+
+def apply_only(agent: str) -> str:
+    """The apply-only lines of the agent (between the markers)."""
+    kept, inside = [], False
+    for line in agent.splitlines():
+        if line.strip() == APPLY_ONLY_BEGIN:
+            inside = True
+        elif line.strip() == APPLY_ONLY_END:
+            inside = False
+        elif inside:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+APPLY_ONLY_FUNCTIONS = {"Assert-In", "Assert-Int", "Read-Step", "Read-Watch", "Read-ServerState", "Invoke-Way",
+                        "Invoke-Step"}
+
+
+def test_apply_only_markers_pair_up_at_full_lines(agent: str) -> None:
+    markers = [line.strip() for line in agent.splitlines() if "mailops:apply-only" in line]
+    assert markers, "the agent has apply-only lines"
+    assert markers == [APPLY_ONLY_BEGIN, APPLY_ONLY_END] * (len(markers) // 2) and len(markers) % 2 == 0
+    # Full comment lines, so that the agent as sent for apply is the whole file, normalised.
+    assert agent_for(agent, "apply") == normalise_agent(agent)
+
+
+def test_the_observe_agent_parses_and_defines_all_it_calls(agent: str) -> None:
+    observe = agent_for(agent, "observe")
+    assert syntax_problems(observe) == []
+    defined = defined_functions(observe)
+    assert defined.isdisjoint(APPLY_ONLY_FUNCTIONS) and APPLY_ONLY_FUNCTIONS <= defined_functions(agent)
+    own = defined_functions(agent)
+    called = {name for name, _params in command_uses(observe) if name in own}
+    assert called <= defined, "the observe agent calls functions it was sent without: %s" % (called - defined)
+    # No variable only the apply-only lines assign is read by what observe runs.
+    for variable in ("Ops", "StartModes", "Commands", "Vias", "Services", "Controls"):
+        assert not re.search(r"\$%s\b" % variable, observe), variable
+    assert "Invoke-Step" not in observe and "settle_timeout_s" not in observe
+
+
+def test_the_observe_agent_stays_within_its_budget(agent: str) -> None:
+    observe = agent_for(agent, "observe")
+    assert len(observe.encode("utf-8")) <= OBSERVE_AGENT_BUDGET_BYTES
+    assert len(observe) < len(normalise_agent(agent)) * 0.6
+
+
+def test_each_request_travels_with_its_agent(agent: str) -> None:
+    observe_command, observe_stdin = build_call({"protocol": 1, "action": "observe"})
+    apply_command, apply_stdin = build_call(apply_request(1))
+    assert json.loads(observe_stdin)["agent"] == agent_for(agent, "observe")
+    assert json.loads(apply_stdin)["agent"] == normalise_agent(agent)
+    # Each bootstrap carries the hash of the agent it runs.
+    assert observe_command != apply_command
 
 
 def test_command_prefix_is_the_one_ansible_connections_recognise() -> None:
