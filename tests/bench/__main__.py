@@ -270,6 +270,33 @@ def print_fleets(fleets: list[dict[str, Any]]) -> None:
                   f"{row['busiest_shard_cores']['median']:>11} {row['load_1m']['median']:>5}")
 
 
+def markdown(results: dict[str, Any]) -> str:
+    """The tables as Markdown, for the README."""
+    machine = results["machine"]
+    lines = [f"Measured on {machine['processor']}, {machine['cpus']} CPUs, {machine['memory_gib']} GiB, "
+             f"{machine['platform']}, Python {machine['python']}; {results['settings']['transport']}, "
+             f"forks {results['settings']['forks']}, {results['settings']['reps']} interleaved repetitions, "
+             f"{results['settings']['shards']} simulator processes; `make bench` took {results['bench_s']:.0f} s.", "",
+             "| per host | HTTP requests | bytes sent | bytes received | × raw (both ways) | agent calls "
+             "| longest command line |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in results["per_host"].values():
+        lines.append(f"| {row['task']} | {row['http_requests']} | {row['bytes_sent']:,} | {row['bytes_received']:,} "
+                     f"| {row.get('bytes_vs_raw', 1.0)} | {row['agent_calls']} | {row['longest_command_line']:,} |")
+    lines += ["", "| hosts | latency | playbook | wall s (min/median/max) | controller CPU s | peak RSS MiB "
+              "| CPU × raw | wall × raw | simulator CPU s | load |", "|---:|---:|---|---|---|---|---:|---:|---:|---:|"]
+    for fleet in results["fleets"]:
+        for name, row in fleet["playbooks"].items():
+            def span(values: dict[str, float]) -> str:
+                return f"{values['min']} / {values['median']} / {values['max']}"
+            lines.append(f"| {fleet['hosts']} | {fleet['latency_ms']:g} ms | {name} | {span(row['wall_s'])} "
+                         f"| {span(row['cpu_s'])} | {span(row['peak_rss_mib'])} | {row.get('cpu_vs_raw', 1.0)} "
+                         f"| {row.get('wall_vs_raw', 1.0)} | {row['simulator_cpu_s']['median']} "
+                         f"| {row['load_1m']['median']} |")
+    lines += ["", "| target | met |", "|---|---|"]
+    lines += [f"| {target} | {'yes' if met else '**no**'} |" for target, met in results["targets"].items()]
+    return "\n".join(lines) + "\n"
+
+
 def targets(per_host_results: dict[str, Any], fleets: list[dict[str, Any]]) -> dict[str, bool]:
     met = {
         "every command line <= 8,191 characters": all(
@@ -336,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems:
         print(f"  problem: {problem}")
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "results.md").write_text(markdown(results))
     print(f"\nbench took {results['bench_s']} s; results: {args.out / 'results.json'}")
     return 1 if problems else 0
 

@@ -51,3 +51,10 @@ def test_the_benchmark_runs_and_counts_what_crossed_the_wire(tmp_path: Path) -> 
         assert fleet["http_requests"] == 3 * (8 + 9 + 9)
     assert set(results["targets"]) >= {"every command line <= 8,191 characters", "compliant host: 1 agent call"}
     assert "Per host" in run.stdout and "Per fleet" in run.stdout and "Targets" in run.stdout
+    # The README's tables come from the same run.
+    table = (out / "results.md").read_text()
+    assert table.count("\n| 3 | ") == 6 and "| raw no-op (floor) | 8 |" in table
+    # Plain text is what travels; the deflated figures are computed beside it.
+    agent = results["agent"]
+    assert agent["observe"]["agent_bytes"] < agent["apply"]["agent_bytes"]
+    assert agent["observe"]["stdin_plain"] == hosts["info"]["stdin_bytes"]
