@@ -219,4 +219,3 @@ def summary(values: list[float], digits: int = 2) -> dict[str, float]:
     ordered = sorted(values)
     middle = ordered[len(ordered) // 2] if len(ordered) % 2 else (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
     return {"min": round(ordered[0], digits), "median": round(middle, digits), "max": round(ordered[-1], digits)}
-

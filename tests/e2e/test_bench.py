@@ -22,7 +22,7 @@ def test_the_benchmark_runs_and_counts_what_crossed_the_wire(tmp_path: Path) -> 
     out = tmp_path / "bench"
     run = subprocess.run([sys.executable, "-m", "tests.bench", "--sizes", "3", "--latencies", "0", "20",
                           "--reps", "1", "--shards", "2", "--out", str(out)],
-                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     results = json.loads((out / "results.json").read_text())
     assert results["problems"] == []
