@@ -256,16 +256,19 @@ def print_per_host(results: dict[str, Any]) -> None:
               f"{row['longest_command_line']:>11}")
 
 
+def span(values: dict[str, float], separator: str = " / ") -> str:
+    """min, median and max of a summary, in that order."""
+    return separator.join(str(values[key]) for key in ("min", "median", "max"))
+
+
 def print_fleets(fleets: list[dict[str, Any]]) -> None:
     print("\nPer fleet (forks 50; min/median/max over the repetitions)")
     print(f"{'hosts':>5} {'lat ms':>6} {'playbook':<10} {'wall s':>20} {'ctl CPU s':>20} {'peak RSS MiB':>20} "
           f"{'CPU/raw':>7} {'wall/raw':>8} {'sim CPU s':>9} {'shard cores':>11} {'load':>5}")
     for result in fleets:
         for name, row in result["playbooks"].items():
-            def span(values: dict[str, float]) -> str:
-                return f"{values['min']}/{values['median']}/{values['max']}"
-            print(f"{result['hosts']:>5} {result['latency_ms']:>6g} {name:<10} {span(row['wall_s']):>20} "
-                  f"{span(row['cpu_s']):>20} {span(row['peak_rss_mib']):>20} {row.get('cpu_vs_raw', 1.0):>7} "
+            print(f"{result['hosts']:>5} {result['latency_ms']:>6g} {name:<10} {span(row['wall_s'], '/'):>20} "
+                  f"{span(row['cpu_s'], '/'):>20} {span(row['peak_rss_mib'], '/'):>20} {row.get('cpu_vs_raw', 1.0):>7} "
                   f"{row.get('wall_vs_raw', 1.0):>8} {row['simulator_cpu_s']['median']:>9} "
                   f"{row['busiest_shard_cores']['median']:>11} {row['load_1m']['median']:>5}")
 
@@ -286,8 +289,6 @@ def markdown(results: dict[str, Any]) -> str:
               "| CPU × raw | wall × raw | simulator CPU s | load |", "|---:|---:|---|---|---|---|---:|---:|---:|---:|"]
     for fleet in results["fleets"]:
         for name, row in fleet["playbooks"].items():
-            def span(values: dict[str, float]) -> str:
-                return f"{values['min']} / {values['median']} / {values['max']}"
             lines.append(f"| {fleet['hosts']} | {fleet['latency_ms']:g} ms | {name} | {span(row['wall_s'])} "
                          f"| {span(row['cpu_s'])} | {span(row['peak_rss_mib'])} | {row.get('cpu_vs_raw', 1.0)} "
                          f"| {row.get('wall_vs_raw', 1.0)} | {row['simulator_cpu_s']['median']} "

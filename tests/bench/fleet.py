@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -216,6 +217,5 @@ def recap(log: Path) -> dict[str, dict[str, int]]:
 
 
 def summary(values: list[float], digits: int = 2) -> dict[str, float]:
-    ordered = sorted(values)
-    middle = ordered[len(ordered) // 2] if len(ordered) % 2 else (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
-    return {"min": round(ordered[0], digits), "median": round(middle, digits), "max": round(ordered[-1], digits)}
+    return {"min": round(min(values), digits), "median": round(statistics.median(values), digits),
+            "max": round(max(values), digits)}
