@@ -58,3 +58,19 @@ def test_the_benchmark_runs_and_counts_what_crossed_the_wire(tmp_path: Path) -> 
     agent = results["agent"]
     assert agent["observe"]["agent_bytes"] < agent["apply"]["agent_bytes"]
     assert agent["observe"]["stdin_plain"] == hosts["info"]["stdin_bytes"]
+    # The room plain text leaves for the agent: with it, a compliant host would sit exactly at the target.
+    room_wire = 4 * (agent["observe_agent_budget_plain"] + agent["observe"]["stdin_plain"]
+                     - agent["observe"]["agent_bytes"]) / 3
+    at_budget = hosts["enforce"]["bytes_total"] - agent["observe"]["wire_plain"] + room_wire
+    assert abs(at_budget / hosts["raw"]["bytes_total"] - 1.5) < 0.001
+    # The floor's share bounds the run: raw's runs, once per playbook.
+    bound = results["floor_bound"]
+    raw_s = sum(r["wall_s"] for fleet in fleets for r in fleet["runs"]["raw"])
+    assert bound["raw_s"] == round(raw_s, 1) and bound["least_possible_s"] == round(3 * raw_s, 1)
+    assert "make bench under 10 minutes" in results["targets"] and "cannot take less than" in table
+    # --render rebuilds the same tables from the JSON alone.
+    rendered = subprocess.run([sys.executable, "-m", "tests.bench", "--render", str(out / "results.json")],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert rendered.returncode == 0, rendered.stdout + rendered.stderr
+    assert (out / "results.md").read_text() == table
+    assert json.loads((out / "results.json").read_text()) == results
