@@ -25,8 +25,12 @@ class ActionModule(ActionBase):
     _supports_check_mode = True
     _supports_async = False
 
-    def _enforce_args(self) -> _engine.EnforceArgs | dict[str, Any]:
-        validated = ArgumentSpecValidator(_args.ENFORCE_SPEC).validate(dict(self._task.args))
+    def _enforce_args(self, task_vars: dict[str, Any]) -> _engine.EnforceArgs | dict[str, Any]:
+        try:
+            given = _action.role_arguments(self._task, task_vars, self._templar)
+        except _args.ArgumentError as exc:
+            return _engine.failure(exc.reason, str(exc))
+        validated = ArgumentSpecValidator(_args.ENFORCE_SPEC).validate(given)
         if validated.error_messages:
             return _engine.failure("invalid_argument", "Invalid arguments: " + "; ".join(validated.error_messages))
         params = validated.validated_parameters
@@ -39,7 +43,7 @@ class ActionModule(ActionBase):
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result: dict[str, Any] = super().run(tmp, task_vars)
         task_vars = task_vars or {}
-        args = _action.role_variables(self._task, task_vars) or self._enforce_args()
+        args = _action.role_variables(self._task, task_vars) or self._enforce_args(task_vars)
         if isinstance(args, dict):
             result.update(args)
             return result

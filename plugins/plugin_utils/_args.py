@@ -10,7 +10,7 @@ message that names the option and the offending value.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._planner import DESIRED_STATES, RUNNING_STATES, START_MODES
@@ -127,6 +127,40 @@ def timeout(value: int) -> int:
         raise ArgumentError("timeout: %d is out of range; use 1 to %d seconds" % (value, MAX_TIMEOUT),
                             "invalid_argument")
     return value
+
+
+# The role's one task takes its arguments from these variables (task argument:
+# role variable). Its defaults mean "not given": an empty list or mapping,
+# and `ignore` for the start mode.
+ROLE_ARGUMENTS = {
+    "state": "iis_smtp_state",
+    "instances": "iis_smtp_instances",
+    "instance_states": "iis_smtp_instance_states",
+    "service_start_mode": "iis_smtp_service_start_mode",
+    "timeout": "iis_smtp_timeout",
+    "fail_on_drift": "iis_smtp_fail_on_drift",
+}
+
+
+def role_arguments(variables: Mapping[str, Any], template: Callable[[Any], Any]) -> dict[str, Any]:
+    """The role task's arguments from the role's variables, each templated by `template`.
+
+    What the role's task would pass with one Jinja expression per argument,
+    without compiling six templates in every worker for every host
+    (docs/fleet.md): a variable the task does not see, an empty list or
+    mapping and a start mode of `ignore` are left out, as `omit` would.
+    """
+    args: dict[str, Any] = {}
+    for argument, name in ROLE_ARGUMENTS.items():
+        if name not in variables:
+            continue
+        value = template(variables[name])
+        if argument in ("instances", "instance_states") and hasattr(value, "__len__") and len(value) == 0:
+            continue
+        if argument == "service_start_mode" and value == "ignore":
+            continue
+        args[argument] = value
+    return args
 
 
 def role_variable_errors(names: Iterable[str], known: Iterable[str]) -> list[str]:

@@ -352,6 +352,31 @@ def test_a_misspelt_or_retired_role_variable_is_refused_before_anything(sim: Any
     assert [i["state"] for i in state["hosts"]["typo01"]["instances"]] == ["stopped"]
 
 
+def test_role_variables_may_be_templates_and_an_undefined_one_fails_the_host_alone(sim: Any) -> None:
+    # The role's task passes no arguments: the action templates the role's variables itself.
+    fleet = sim({"defaults": {"transition_s": 0.05,
+                              "instances": [{"id": 1, "state": "stopped"}, {"id": 2, "state": "stopped"}]},
+                 "hosts": {"templated01": {}, "undefined01": {}, "plain01": {}}})
+    host_vars = {"templated01": {"wanted": [2], "iis_smtp_instances": "{{ wanted }}",
+                                 "iis_smtp_timeout": "{{ 20 + 10 }}", "iis_smtp_service_start_mode": "{{ 'delayed' }}"},
+                 "undefined01": {"iis_smtp_state": "{{ nowhere_defined }}"}}
+    run, report = run_with_report(fleet, fleet.site_playbook(REMEDIATE, host_vars), "templated", extra_vars=ALL_AT_ONCE)
+    state = fleet.stop()
+    assert run.rc == 2
+    hosts = {h["host"]: h for h in report["hosts"]}
+    assert {h: (r["status"], r["reason_code"]) for h, r in hosts.items()} == {
+        "templated01": ("remediated", None), "undefined01": ("failed", "invalid_argument"),
+        "plain01": ("remediated", None)}
+    assert "Invalid role variables" in hosts["undefined01"]["reason"]
+    assert "nowhere_defined" in hosts["undefined01"]["reason"]
+    assert state["hosts"]["undefined01"]["observes"] == 0
+    # iis_smtp_instances: [2] from the template: instance 1 left alone; the start mode set as templated.
+    assert [i["state"] for i in state["hosts"]["templated01"]["instances"]] == ["stopped", "started"]
+    service = state["hosts"]["templated01"]["service"]
+    assert (service["start_mode"], service["delayed_auto_start"]) == ("Auto", True)
+    assert [i["state"] for i in state["hosts"]["plain01"]["instances"]] == ["started", "started"]
+
+
 def test_role_metadata_agrees_with_the_collection(tmp_path: Path) -> None:
     meta = yaml.safe_load((REPO_ROOT / "roles" / "virtual_servers" / "meta" / "main.yml").read_text())
     runtime = yaml.safe_load((REPO_ROOT / "meta" / "runtime.yml").read_text())

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from ansible.errors import AnsibleError
 
-from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _action
+from ansible_collections.mailops.iis_smtp.plugins.plugin_utils import _action, _args
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Role:
 class Task:
     delegate_to: str | None = None
     _role: Role | None = None
+    args: dict[str, Any] = field(default_factory=dict)
 
 
 HOST = {"inventory_hostname": "relay01"}
@@ -104,3 +106,25 @@ def test_role_variables_are_checked_only_inside_the_collections_role():
     assert result is not None and result["reason"] == "invalid_argument"
     assert result["msg"].startswith("Invalid role variables: iis_smtp_instance_state is not a variable")
     assert _action.role_variables(Task(_role=ROLE), {"iis_smtp_state": "stopped", **HOST}) is None
+
+
+class Templar:
+    """Templates only "{{ ok }}", and fails on anything else that looks like a template, as Ansible would."""
+
+    def template(self, value: Any) -> Any:
+        if value == "{{ ok }}":
+            return "stopped"
+        if isinstance(value, str) and "{{" in value:
+            raise AnsibleError("'nowhere' is undefined")
+        return value
+
+
+def test_only_the_roles_task_takes_its_arguments_from_the_role_variables():
+    variables = {"iis_smtp_state": "{{ ok }}", "iis_smtp_instances": [], **HOST}
+    assert _action.role_arguments(Task(args={"state": "paused"}), variables, Templar()) == {"state": "paused"}
+    assert _action.role_arguments(Task(), variables, Templar()) == {}
+    assert _action.role_arguments(Task(_role=Role("site.relays", {})), variables, Templar()) == {}
+    assert _action.role_arguments(Task(_role=ROLE), variables, Templar()) == {"state": "stopped"}
+    with pytest.raises(_args.ArgumentError, match="Invalid role variables: 'nowhere' is undefined") as caught:
+        _action.role_arguments(Task(_role=ROLE), {"iis_smtp_timeout": "{{ nowhere }}"}, Templar())
+    assert caught.value.reason == "invalid_argument"

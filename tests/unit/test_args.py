@@ -135,3 +135,32 @@ def test_credentials_basic_authentication_cannot_carry(connection, auth, user, p
     else:
         assert found is not None and found.startswith(f"the {problem} cannot be sent with Basic authentication")
         assert password not in found and "€" not in found
+
+
+def test_role_arguments_leave_out_what_the_role_defaults_mean_as_not_given():
+    defaults = {"iis_smtp_state": "started", "iis_smtp_instances": [], "iis_smtp_instance_states": {},
+                "iis_smtp_service_start_mode": "ignore", "iis_smtp_timeout": 60, "iis_smtp_fail_on_drift": False}
+    assert _args.role_arguments(defaults, lambda value: value) == {
+        "state": "started", "timeout": 60, "fail_on_drift": False}
+    given = {**defaults, "iis_smtp_instances": [1, "App"], "iis_smtp_instance_states": {2: "stopped"},
+             "iis_smtp_service_start_mode": "delayed", "unrelated": "x"}
+    assert _args.role_arguments(given, lambda value: value) == {
+        "state": "started", "instances": [1, "App"], "instance_states": {2: "stopped"},
+        "service_start_mode": "delayed", "timeout": 60, "fail_on_drift": False}
+    # A value of the wrong type goes on to the spec, which names it; only an empty one is "not given".
+    assert _args.role_arguments({"iis_smtp_instances": "App", "iis_smtp_timeout": "soon"}, lambda value: value) == {
+        "instances": "App", "timeout": "soon"}
+    assert _args.role_arguments({"iis_smtp_instances": ""}, lambda value: value) == {}
+
+
+def test_role_arguments_are_templated_each_through_the_given_function():
+    seen = []
+
+    def template(value):
+        seen.append(value)
+        return {"{{ wanted }}": [3]}.get(value, value) if isinstance(value, str) else value
+
+    assert _args.role_arguments({"iis_smtp_instances": "{{ wanted }}", "iis_smtp_state": "stopped"}, template) == {
+        "state": "stopped", "instances": [3]}
+    assert sorted(map(str, seen)) == ["stopped", "{{ wanted }}"]
+    assert set(_args.ROLE_ARGUMENTS) == set(_args.ENFORCE_SPEC)
