@@ -42,7 +42,6 @@ from tests.conftest import REPO_ROOT
 from tests.e2e.conftest import ansible_env
 
 OUT = REPO_ROOT / "bench-output"
-PYCACHE = OUT / "pycache"
 PLAYBOOKS = REPO_ROOT / "playbooks"
 SIZES = (100, 300, 1000)
 LATENCIES_MS = (0.0, 50.0)
@@ -74,7 +73,7 @@ def write_playbook(path: Path, hosts: str, task: dict[str, Any]) -> Path:
     return path
 
 
-def env_for(workdir: Path, callbacks: tuple[str, ...], collections: Path) -> dict[str, str]:
+def env_for(workdir: Path, callbacks: tuple[str, ...], collections: Path, pycache: Path) -> dict[str, str]:
     os.environ.pop("MAILOPS_EXTRA_CALLBACKS", None)
     env = ansible_env(workdir, callbacks=callbacks)
     env["ANSIBLE_COLLECTIONS_PATH"] = f"{env['ANSIBLE_COLLECTIONS_PATH']}{os.pathsep}{collections}"
@@ -82,9 +81,9 @@ def env_for(workdir: Path, callbacks: tuple[str, ...], collections: Path) -> dic
     # Bytecode cached, as on a user's controller: Ansible's own code has its .pyc from pip, and the
     # collection's would be written on first use. This machine sets PYTHONDONTWRITEBYTECODE, which
     # would leave every worker compiling the collection's modules from source for every host
-    # (about 18 ms each); the cache goes under bench-output, not into the repository.
+    # (about 18 ms each); the cache goes under the run's output folder, not into the repository.
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    env["PYTHONPYCACHEPREFIX"] = str(pycache)
     if not callbacks:
         # An empty list is read as one plugin with no name.
         env.pop("ANSIBLE_CALLBACKS_ENABLED")
@@ -104,7 +103,7 @@ def per_host(out: Path, collections: Path) -> dict[str, Any]:
         | {"repair": {"transition_s": 0.5, "instances": [INSTANCES[0], {**INSTANCES[1], "state": "stopped"}]}},
     }
     fleet = start_fleet(workdir, [scenario])
-    env = env_for(workdir, (), collections)
+    env = env_for(workdir, (), collections, out / "pycache")
     runs: dict[str, Any] = {}
     try:
         for name, (_label, task) in TASKS.items():
@@ -230,7 +229,7 @@ def per_fleet(out: Path, collections: Path, hosts: int, latency_ms: float, reps:
         # Interleaved: raw, compliance, remediate, raw, ... so drift in the machine's load hits all alike.
         for rep in range(reps):
             for name, (playbook, callbacks, args) in playbooks.items():
-                env = env_for(workdir / f"{name}-{rep}", callbacks, collections)
+                env = env_for(workdir / f"{name}-{rep}", callbacks, collections, out / "pycache")
                 Path(env["ANSIBLE_LOCAL_TEMP"]).mkdir(parents=True, exist_ok=True)
                 run = run_playbook(fleet, playbook, env, ["--forks", str(FORKS), *args],
                                    workdir / f"{name}-{rep}.log")
