@@ -50,7 +50,22 @@ def test_demo_audits_remediates_and_audits_again(tmp_path: Path) -> None:
     assert audit["non_compliant"] > 0 and audit["failed"] > 0 and audit["unreachable"] == 1, audit
     assert audit["remediated"] == 0 and again["remediated"] == 0, "audits change nothing"
     assert fixed["remediated"] > 0 and fixed["non_compliant"] == 0, fixed
-    # What remediation fixed, the audit after it finds compliant.
-    assert again["compliant"] == audit["compliant"] + fixed["remediated"], (audit, fixed, again)
-    fixed_hosts = {h["host"] for h in reports["2-remediate"]["hosts"] if h["status"] == "remediated"}
-    assert all(h["status"] == "compliant" for h in reports["3-audit-again"]["hosts"] if h["host"] in fixed_hosts)
+    status = {p: {h["host"]: h["status"] for h in reports[p]["hosts"]} for p in PHASES}
+
+    def hosts_in(phase: str, *wanted: str) -> set[str]:
+        return {host for host, state in status[phase].items() if state in wanted}
+
+    # Per host, not by count: a host caught mid-transition (relay012 starting,
+    # relay013 stopping) settles on its own in real time, so whether the first
+    # audit sees it before or after depends on how fast the controller is.
+    # Nothing the audit found compliant is touched or breaks.
+    assert hosts_in("1-audit", "compliant") <= hosts_in("2-remediate", "compliant"), status
+    # Everything the audit found drifted is remediated, settled by itself, or failed with a reason.
+    assert hosts_in("1-audit", "non_compliant") <= hosts_in("2-remediate", "remediated", "compliant", "failed"), status
+    # What remediation fixed or found compliant, the audit after it finds compliant.
+    assert hosts_in("3-audit-again", "compliant") == hosts_in("2-remediate", "compliant", "remediated"), status
+    assert again["compliant"] == fixed["compliant"] + fixed["remediated"], (audit, fixed, again)
+    # What remediation could not fix (relay009's binding conflict) is the drift left.
+    assert hosts_in("3-audit-again", "non_compliant") == hosts_in("2-remediate", "failed") - hosts_in("1-audit", "failed"), status
+    # Failures and the unreachable host stay what they were: starting things cannot fix them.
+    assert hosts_in("1-audit", "failed", "unreachable") == hosts_in("3-audit-again", "failed", "unreachable"), status
